@@ -1,0 +1,1 @@
+//! Avro codec: see the codec work.

@@ -1,0 +1,23 @@
+//! emogate: uncertainty-aware speech emotion recognition as a streaming service.
+//!
+//! The crate follows the layout of `DESIGN.md` §2. Pure logic is kept apart from I/O so
+//! that it can be tested without Kafka, files or ONNX Runtime:
+//!
+//! | module | job | I/O? |
+//! |---|---|---|
+//! | [`attribute`] | the three emotional attributes and a per-attribute container | pure |
+//! | [`codec`] | Avro schemas, wire framing (Confluent / single-object / raw), fast feature decoding, prediction encoding | pure |
+//! | [`uncertainty`] | soft labels, entropy, CCC, coverage curves, uncertainty quintiles | pure |
+//! | [`model`] | ONNX Runtime: library discovery and loading, manifest, execution provider choice, session pool, batch inference | ORT |
+//! | [`config`] | typed configuration: TOML file + `EMOGATE_*` environment overrides | files |
+//!
+//! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here
+//! returns its own `thiserror` enum so callers can match on what went wrong.
+
+pub mod attribute;
+pub mod codec;
+pub mod config;
+pub mod model;
+pub mod uncertainty;
+
+pub use attribute::{Attribute, PerAttribute, LIKERT_BINS};

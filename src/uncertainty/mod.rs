@@ -1,0 +1,1 @@
+//! Pure uncertainty math.
