@@ -1,0 +1,45 @@
+//! Helpers shared by the integration tests.
+//!
+//! Independent reference implementations (fastavro, onnxruntime, audmetric, pyarrow) run in
+//! the Python environment that `make deps` creates in `.cache/venv`. A missing environment
+//! is a setup error, never a skipped test.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Repository root (where Cargo.toml lives).
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The Python interpreter with the reference packages: `EMOGATE_PYTHON` or `.cache/venv/bin/python`.
+pub fn python() -> PathBuf {
+    let path = std::env::var_os("EMOGATE_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".cache/venv/bin/python"));
+    assert!(
+        path.exists(),
+        "Python reference environment not found at {} — run `make deps` (or set EMOGATE_PYTHON)",
+        path.display()
+    );
+    path
+}
+
+/// Runs `python script args...` from the repository root and returns its stdout; panics with
+/// the script's stderr when it fails.
+pub fn run_python(script: &str, args: &[&str]) -> String {
+    let out = Command::new(python())
+        .arg(repo_root().join(script))
+        .args(args)
+        .current_dir(repo_root())
+        .output()
+        .expect("failed to start python");
+    assert!(
+        out.status.success(),
+        "{script} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("python printed non-UTF-8")
+}
