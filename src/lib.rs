@@ -10,6 +10,9 @@
 //! | [`uncertainty`] | soft labels, entropy, CCC, coverage curves, uncertainty quintiles | pure |
 //! | [`model`] | ONNX Runtime: library discovery and loading, manifest, execution provider choice, session pool, batch inference | ORT |
 //! | [`config`] | typed configuration: TOML file + `EMOGATE_*` environment overrides | files |
+//! | [`policy`] | reject policy: calibrated thresholds, UTL source mapping, record decision | pure |
+//! | [`pipeline`] | the streaming infer stage: source, batcher, inference hand-off, router, delivery, offsets | Kafka |
+//! | [`telemetry`] | tracing set-up, Prometheus metrics, `/metrics` `/healthz` `/readyz` | HTTP |
 //!
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here
 //! returns its own `thiserror` enum so callers can match on what went wrong.
@@ -18,6 +21,9 @@ pub mod attribute;
 pub mod codec;
 pub mod config;
 pub mod model;
+pub mod pipeline;
+pub mod policy;
+pub mod telemetry;
 pub mod uncertainty;
 
 pub use attribute::{Attribute, PerAttribute, LIKERT_BINS};

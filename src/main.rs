@@ -1,1 +1,209 @@
-fn main() {}
+//! emogate command line (DESIGN §3). Parsing and wiring only; the work is in the library.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
+use emogate::codec::Framing;
+use emogate::config::{Config, DeliveryMode};
+use emogate::pipeline::demo::{self, DemoOptions};
+use emogate::pipeline::produce::{self, ProduceOptions, RecordSource};
+use emogate::pipeline::stage::{self, StageContext, StageFuture};
+use emogate::pipeline::{shutdown, InferStage};
+use emogate::telemetry::{self, Health, Metrics};
+
+#[derive(Parser)]
+#[command(name = "emogate", version, about = "Uncertainty-aware speech emotion recognition on Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// End-to-end run on an in-process mock Kafka cluster with synthetic records; prints a summary.
+    Demo {
+        /// Synthetic records to send (five malformed ones are added).
+        #[arg(long, default_value_t = 2000)]
+        records: usize,
+        /// Model directory (default: models/default if present, else models/fixture).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Delivery mode of the infer stage.
+        #[arg(long, value_enum, default_value_t = Mode::ExactlyOnce)]
+        delivery: Mode,
+    },
+    /// The production service.
+    Serve {
+        /// TOML config file (EMOGATE_<SECTION>__<KEY> variables override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Which stages to run in this process.
+        #[arg(long, value_enum, default_value_t = StageChoice::Both)]
+        stage: StageChoice,
+    },
+    /// Load generator / corpus replay: send feature records to a topic.
+    Produce {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value = "ser.features")]
+        topic: String,
+        /// Corpus directory (features.csv, or features.npy + features_index.csv).
+        #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+        corpus: Option<PathBuf>,
+        /// Number of synthetic records.
+        #[arg(long)]
+        synthetic: Option<usize>,
+        /// Records per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Feature dimension of synthetic records.
+        #[arg(long, default_value_t = 6373)]
+        dims: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Confluent framing with this schema id (default: Avro single-object encoding).
+        #[arg(long)]
+        schema_id: Option<u32>,
+        /// Extra librdkafka property, `name=value` (repeatable).
+        #[arg(long = "property", short = 'X', value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StageChoice {
+    Infer,
+    Archive,
+    Both,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected name=value, got `{s}`"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // At least two workers: a rebalance callback may block one while the other finishes
+    // the in-flight batches it waits for.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { records, model, delivery } => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn")?;
+            let mut options = DemoOptions { records, ..DemoOptions::default() };
+            if let Some(model) = model {
+                options.model_dir = model;
+            }
+            options.mode = match delivery {
+                Mode::ExactlyOnce => DeliveryMode::ExactlyOnce,
+                Mode::AtLeastOnce => DeliveryMode::AtLeastOnce,
+            };
+            let summary = runtime()?
+                .block_on(demo::run_demo(options, Box::new(|_: &StageContext| Vec::new())))
+                .context("demo failed")?;
+            println!("{summary}");
+            let expected = summary.options.records + summary.bad_sent;
+            let read: usize = summary.read_back.values().sum();
+            if read != expected || summary.duplicates > 0 {
+                bail!("read back {read} outputs for {expected} inputs ({} duplicates)", summary.duplicates);
+            }
+            Ok(())
+        }
+        Command::Serve { config, stage } => serve(config, stage),
+        Command::Produce { brokers, topic, corpus, synthetic, rate, dims, seed, schema_id, properties } => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
+            let source = match (corpus, synthetic) {
+                (Some(dir), _) => RecordSource::Corpus(dir),
+                (None, Some(count)) => RecordSource::Synthetic { count, dims, seed },
+                (None, None) => bail!("give --corpus DIR or --synthetic N"),
+            };
+            let framing =
+                schema_id.map_or(Framing::SingleObject, |schema_id| Framing::Confluent { schema_id });
+            let options = ProduceOptions { brokers, topic, source, rate, framing, properties };
+            let report = runtime()?.block_on(produce::produce(&options)).context("produce failed")?;
+            println!(
+                "sent {} records to {} in {:.2} s ({:.0} records/s)",
+                report.records,
+                options.topic,
+                report.seconds,
+                report.records as f64 / report.seconds.max(1e-9)
+            );
+            Ok(())
+        }
+    }
+}
+
+fn serve(config_path: Option<PathBuf>, stage: StageChoice) -> Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    telemetry::init_tracing(config.telemetry.log_format, &config.telemetry.log_level)?;
+    tracing::info!(config = ?config, "configuration loaded");
+    if stage != StageChoice::Infer {
+        bail!(
+            "--stage {} needs the archive stage, which this build does not include; run --stage infer",
+            if stage == StageChoice::Both { "both" } else { "archive" }
+        );
+    }
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let (trigger, listener) = shutdown::channel();
+        trigger.trigger_on_signals().context("cannot install signal handlers")?;
+        let ctx = StageContext {
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()?),
+            health: Health::new(),
+            shutdown: listener.clone(),
+        };
+        let server = match ctx.config.telemetry.listen {
+            Some(addr) => {
+                let (bound, task) =
+                    telemetry::serve_http(addr, Arc::clone(&ctx.metrics), Arc::clone(&ctx.health), listener)
+                        .await?;
+                tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+                Some(task)
+            }
+            None => None,
+        };
+        let infer = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || InferStage::new(ctx)).await??
+        };
+        let stages: Vec<(&'static str, StageFuture)> = vec![("infer", stage::boxed(infer.run()))];
+        let outcomes = stage::run_together(stages, trigger.clone()).await;
+        trigger.trigger();
+        if let Some(task) = server {
+            let _ = task.await;
+        }
+        let mut failed = false;
+        for (name, outcome) in outcomes {
+            match outcome {
+                Ok(summary) => tracing::info!(stage = name, summary, "stage stopped"),
+                Err(e) => {
+                    tracing::error!(stage = name, error = %e, "stage failed");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            bail!("a stage failed (see the log)");
+        }
+        Ok(())
+    })
+}
