@@ -131,8 +131,8 @@ async fn broker_rebalance_two_instances_loses_nothing() {
     let total = messages.len() as u64;
     wait_for("all records answered by the group", TIMEOUT, || ma.records_out() + mb.records_out() >= total)
         .await;
-    let ra = a.stop().await;
-    let rb = b.stop().await;
+    // Stop both together: each drains while the other is still a member.
+    let (ra, rb) = tokio::join!(a.stop(), b.stop());
     assert!(rb.predictions > 0, "the second instance should have been given partitions: a={ra:?} b={rb:?}");
     let v = python_read_back(&broker.brokers, &topics, messages.len());
     assert_complete(&v, GOOD * 2, &bad, true);

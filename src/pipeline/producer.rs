@@ -37,6 +37,9 @@ use crate::config::{DeliveryMode, TopicsConfig};
 use crate::model::ModelError;
 use crate::telemetry::Metrics;
 
+/// Longest wait for the at-least-once final commit at shutdown.
+const FINAL_COMMIT_WAIT: Duration = Duration::from_secs(5);
+
 pub(crate) struct Sink {
     pub consumer: Arc<InferConsumer>,
     pub producer: FutureProducer,
@@ -231,15 +234,37 @@ impl Sink {
         }
     }
 
-    /// Re-commits everything completed, synchronously, before the stage exits.
+    /// Re-commits everything completed, synchronously, before the stage exits, so the last
+    /// asynchronous commits cannot be lost with the consumer. librdkafka's synchronous commit
+    /// has no timeout and a broker may hold it while a rebalance waits for members that no
+    /// longer poll (the source has stopped), so it runs on its own thread and is waited for at
+    /// most [`FINAL_COMMIT_WAIT`]; if it does not finish, the batches since the last
+    /// acknowledged commit are replayed by the next owner (at-least-once).
     fn commit_sync_final(&self) {
         let committed = self.book.lock().committed().clone();
         if committed.is_empty() {
             return;
         }
         let tpl = self.offsets_tpl(&committed);
-        if let Err(e) = tokio::task::block_in_place(|| self.consumer.commit(&tpl, CommitMode::Sync)) {
-            tracing::warn!(error = %e, "final offset commit failed (records since the last commit will be replayed)");
+        let consumer = Arc::clone(&self.consumer);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let spawned = std::thread::Builder::new().name("emogate-final-commit".into()).spawn(move || {
+            let _ = tx.send(consumer.commit(&tpl, CommitMode::Sync));
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the final commit (records since the last commit will be replayed)");
+            return;
+        }
+        let wait = self.timeout.min(FINAL_COMMIT_WAIT);
+        match tokio::task::block_in_place(|| rx.recv_timeout(wait)) {
+            Ok(Ok(())) => tracing::info!(offsets = ?committed, "final offsets committed"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "final offset commit failed (records since the last commit will be replayed)")
+            }
+            Err(_) => tracing::warn!(
+                wait_ms = wait.as_millis() as u64,
+                "final offset commit not acknowledged in time (records since the last commit will be replayed)"
+            ),
         }
     }
 

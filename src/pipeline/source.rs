@@ -69,12 +69,18 @@ impl Source {
                 closed = self.batcher.push(Instant::now(), incoming(&m));
             } else {
                 let deadline = self.batcher.deadline();
+                // A local handle, so a received message does not borrow `self`.
+                let consumer = Arc::clone(&self.consumer);
                 tokio::select! {
                     biased;
                     _ = shutdown.wait() => break,
                     _ = sleep_until(deadline), if deadline.is_some() => {}
-                    received = self.consumer.recv() => match received {
+                    received = consumer.recv() => match received {
                         Ok(m) => {
+                            // A rebalance callback may have run inside this recv: drop what
+                            // was held for revoked partitions *before* adding the message,
+                            // which already belongs to the new assignment.
+                            self.apply_revocations(None);
                             self.metrics.records_consumed.inc();
                             closed = self.batcher.push(Instant::now(), incoming(&m));
                         }
@@ -108,29 +114,36 @@ impl Source {
 
     /// Applies revocations and rewinds signalled since the last message.
     fn housekeeping(&mut self) -> Result<(), PipelineError> {
-        let revoked = self.consumer.context().take_revoked();
-        if !revoked.is_empty() {
-            self.batcher.retain_partitions(|p| !revoked.contains(&p));
-            self.stash.retain(|m| !revoked.contains(&m.partition()));
-        }
+        self.apply_revocations(None);
         if self.book.epoch() != self.epoch {
             self.rewind(None)?;
         }
         Ok(())
     }
 
+    /// Drops what the source holds (open batch, stash, and `held`, a closed batch waiting for
+    /// a permit) for partitions revoked since the last call. Rebalance callbacks run only
+    /// inside `recv`, so calling this right after every `recv` returns, before its message is
+    /// kept, prunes exactly the records consumed under the old assignment — never one that the
+    /// new assignment delivered (librdkafka would not deliver it again).
+    fn apply_revocations(&mut self, held: Option<&mut Batch>) {
+        let revoked = self.consumer.context().take_revoked();
+        if revoked.is_empty() {
+            return;
+        }
+        let keep = |p: i32| !revoked.contains(&p);
+        self.batcher.retain_partitions(keep);
+        self.stash.retain(|m| keep(m.partition()));
+        if let Some(batch) = held {
+            *batch = std::mem::take(batch).retain_partitions(self.batcher.dims(), keep);
+        }
+    }
+
     async fn dispatch(&mut self, mut batch: Batch, shutdown: &mut Shutdown) -> Result<(), PipelineError> {
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
-            Err(_) => self.wait_for_permit(shutdown).await?,
+            Err(_) => self.wait_for_permit(&mut batch, shutdown).await?,
         };
-        // A rebalance while waiting may have revoked some of the batch's partitions.
-        let revoked = self.consumer.context().take_revoked();
-        if !revoked.is_empty() {
-            batch = batch.retain_partitions(self.batcher.dims(), |p| !revoked.contains(&p));
-            self.batcher.retain_partitions(|p| !revoked.contains(&p));
-            self.stash.retain(|m| !revoked.contains(&m.partition()));
-        }
         if batch.is_empty() {
             return Ok(());
         }
@@ -158,20 +171,23 @@ impl Source {
     /// Pauses the assignment until a permit frees up, serving the consumer meanwhile.
     async fn wait_for_permit(
         &mut self,
+        batch: &mut Batch,
         shutdown: &mut Shutdown,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, PipelineError> {
         self.set_paused(true);
         let permits = Arc::clone(&self.permits);
+        let consumer = Arc::clone(&self.consumer);
         let acquire = permits.acquire_owned();
         tokio::pin!(acquire);
         let permit = loop {
             tokio::select! {
                 biased;
                 permit = &mut acquire => break permit,
-                received = self.consumer.recv(), if !shutdown.is_triggered() => match received {
+                received = consumer.recv(), if !shutdown.is_triggered() => match received {
                     Ok(m) => {
                         // Already fetched before the pause took effect: hold it, and pause
                         // again in case a rebalance handed us new, unpaused partitions.
+                        self.apply_revocations(Some(batch));
                         self.stash.push_back(m.detach());
                         self.set_paused(true);
                     }
@@ -180,6 +196,8 @@ impl Source {
                 _ = shutdown.wait(), if !shutdown.is_triggered() => {}
             }
         };
+        // The last recv may have run a rebalance without returning a message.
+        self.apply_revocations(Some(batch));
         self.set_paused(false);
         permit.map_err(|_| PipelineError::Fatal("in-flight semaphore closed".into()))
     }

@@ -114,6 +114,8 @@ impl Running {
 }
 
 pub fn start(config: Config) -> Running {
+    // Logs go to the test's captured output (shown for failing tests); RUST_LOG adjusts them.
+    emogate::telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn,emogate=info").unwrap();
     let metrics = Arc::new(Metrics::new().unwrap());
     let (trigger, listener) = shutdown::channel();
     let ctx = StageContext {
