@@ -402,6 +402,41 @@ mod tests {
         assert_eq!(m.records_out(), 5);
     }
 
+    #[tokio::test]
+    async fn http_endpoints_answer() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let metrics = Arc::new(Metrics::new().unwrap());
+        metrics.records_consumed.inc();
+        let health = Health::new();
+        let (trigger, listener) = crate::pipeline::shutdown::channel();
+        let (addr, task) =
+            serve_http("127.0.0.1:0".parse().unwrap(), metrics, Arc::clone(&health), listener).await.unwrap();
+        let get = |path: &'static str| async move {
+            let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            stream.write_all(request.as_bytes()).await.unwrap();
+            let mut response = String::new();
+            stream.read_to_string(&mut response).await.unwrap();
+            response
+        };
+        let metrics_page = get("/metrics").await;
+        assert!(metrics_page.starts_with("HTTP/1.1 200"), "{metrics_page}");
+        assert!(metrics_page.contains("emogate_records_consumed_total 1"));
+        assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
+        let not_ready = get("/readyz").await;
+        assert!(
+            not_ready.starts_with("HTTP/1.1 503") && not_ready.contains("model not loaded"),
+            "{not_ready}"
+        );
+        health.model_loaded.store(true, Ordering::Relaxed);
+        health.broker_reachable.store(true, Ordering::Relaxed);
+        health.assigned_partitions.store(1, Ordering::Relaxed);
+        assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
+        assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
+        trigger.trigger();
+        task.await.unwrap();
+    }
+
     #[test]
     fn readiness_lists_what_is_missing() {
         let h = Health::default();

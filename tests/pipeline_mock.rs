@@ -67,7 +67,6 @@ async fn n_in_n_out(mode: DeliveryMode, tag: &str) {
         cluster::read_back(
             &m.brokers,
             &[&topics.accepted, &topics.rejected, &topics.dlq],
-            PARTITIONS,
             messages.len(),
             Duration::from_millis(300),
             Duration::from_secs(30),
@@ -161,4 +160,27 @@ async fn mock_failed_transactions_rewind_and_lose_nothing() {
     let v = python_read_back(&m.brokers, &topics, messages.len());
     // Aborted records are visible on the mock cluster: check loss, not duplicates.
     assert_complete(&v, GOOD, &bad, true);
+}
+
+/// `emogate demo`'s flow, smaller: every record answered once, read back independently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_demo_runs_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = emogate::pipeline::demo::DemoOptions {
+        records: 150,
+        model_dir: common::repo_root().join("models/fixture"),
+        archive_root: dir.path().join("archive"),
+        mode: DeliveryMode::ExactlyOnce,
+        ..Default::default()
+    };
+    let summary = emogate::pipeline::demo::run_demo(options, Box::new(|_| Vec::new())).await.unwrap();
+    assert_eq!(summary.report.predictions, 150);
+    assert_eq!(summary.report.dead_lettered_total() as usize, summary.bad_sent);
+    assert_eq!(summary.read_back.values().sum::<usize>(), 150 + summary.bad_sent);
+    assert_eq!(summary.duplicates, 0);
+    assert!(summary.thresholds_origin.contains("warm-up"), "the fixture has no calibrated thresholds");
+    let text = summary.to_string();
+    for needle in ["records/s", "accepted", "mean entropy", "dead-lettered", "archive"] {
+        assert!(text.contains(needle), "summary lacks `{needle}`:\n{text}");
+    }
 }

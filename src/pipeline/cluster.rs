@@ -82,13 +82,12 @@ pub struct ReadBack {
     pub headers: BTreeMap<String, String>,
 }
 
-/// Reads every committed message of `topics` from the beginning until `expected` messages were
-/// seen and nothing more arrives for `settle`, or `timeout` passes. Blocking (call it from a
-/// blocking context).
+/// Reads every committed message of `topics` (all their partitions) from the beginning until
+/// `expected` messages were seen and nothing more arrives for `settle`, or `timeout` passes.
+/// Blocking (call it from a blocking context).
 pub fn read_back(
     brokers: &str,
     topics: &[&str],
-    partitions: i32,
     expected: usize,
     settle: Duration,
     timeout: Duration,
@@ -102,8 +101,14 @@ pub fn read_back(
         .map_err(PipelineError::kafka("create read-back consumer"))?;
     let mut tpl = TopicPartitionList::new();
     for topic in topics {
-        for p in 0..partitions {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(PipelineError::kafka("assign"))?;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(PipelineError::kafka("read-back metadata"))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                    .map_err(PipelineError::kafka("assign"))?;
+            }
         }
     }
     consumer.assign(&tpl).map_err(PipelineError::kafka("assign"))?;

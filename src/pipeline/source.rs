@@ -34,6 +34,8 @@ use crate::telemetry::Metrics;
 pub(crate) type InferConsumer = StreamConsumer<InferContext>;
 
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the source waits for an in-flight permit before pausing its partitions.
+const PAUSE_AFTER: Duration = Duration::from_secs(1);
 
 pub(crate) struct Source {
     pub consumer: Arc<InferConsumer>,
@@ -168,28 +170,38 @@ impl Source {
             .map_err(|_| PipelineError::Fatal("the producing half of the infer stage stopped".into()))
     }
 
-    /// Pauses the assignment until a permit frees up, serving the consumer meanwhile.
+    /// Waits for a permit. A short wait is the normal rhythm of a busy pipeline and is spent
+    /// without pausing; past [`PAUSE_AFTER`] the assignment is paused and the consumer keeps
+    /// being served (rebalances, the stash) until a permit frees up, then resumed. Pausing
+    /// only on long waits keeps pause/resume rare, which matters: every pause/resume bumps
+    /// librdkafka's per-partition op version and restarts its fetcher.
     async fn wait_for_permit(
         &mut self,
         batch: &mut Batch,
         shutdown: &mut Shutdown,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, PipelineError> {
-        self.set_paused(true);
         let permits = Arc::clone(&self.permits);
         let consumer = Arc::clone(&self.consumer);
         let acquire = permits.acquire_owned();
         tokio::pin!(acquire);
+        if let Ok(permit) = tokio::time::timeout(PAUSE_AFTER, &mut acquire).await {
+            return permit.map_err(|_| PipelineError::Fatal("in-flight semaphore closed".into()));
+        }
+        let mut paused = self.set_paused(true);
+        tracing::debug!(partitions = ?paused, "backpressure: consumer paused");
         let permit = loop {
             tokio::select! {
                 biased;
                 permit = &mut acquire => break permit,
                 received = consumer.recv(), if !shutdown.is_triggered() => match received {
                     Ok(m) => {
-                        // Already fetched before the pause took effect: hold it, and pause
-                        // again in case a rebalance handed us new, unpaused partitions.
+                        // Fetched before the pause took effect: hold it. If a rebalance
+                        // changed the assignment meanwhile, pause the new one too.
                         self.apply_revocations(Some(batch));
                         self.stash.push_back(m.detach());
-                        self.set_paused(true);
+                        if self.assigned_partitions() != paused {
+                            paused = self.set_paused(true);
+                        }
                     }
                     Err(e) => tracing::warn!(error = %e, "consumer error while paused"),
                 },
@@ -199,15 +211,24 @@ impl Source {
         // The last recv may have run a rebalance without returning a message.
         self.apply_revocations(Some(batch));
         self.set_paused(false);
+        tracing::debug!("backpressure: consumer resumed");
         permit.map_err(|_| PipelineError::Fatal("in-flight semaphore closed".into()))
     }
 
-    fn set_paused(&self, paused: bool) {
+    fn assigned_partitions(&self) -> Vec<i32> {
+        self.consumer
+            .assignment()
+            .map(|a| a.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Pauses or resumes the current assignment; returns its partitions.
+    fn set_paused(&self, paused: bool) -> Vec<i32> {
         let assignment = match self.consumer.assignment() {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the assignment to pause/resume");
-                return;
+                return Vec::new();
             }
         };
         let result =
@@ -216,6 +237,7 @@ impl Source {
             tracing::warn!(error = %e, paused, "pause/resume failed");
         }
         self.metrics.paused.set(i64::from(paused));
+        assignment.elements_for_topic(&self.topic).iter().map(|e| e.partition()).collect()
     }
 
     /// Seeks back to every record not completed and forgets what is held.
