@@ -41,7 +41,7 @@ import numpy as np
 FIXTURE = Path(__file__).resolve().parent.parent / "tests/fixtures/uncertainty/ccc_audmetric.json"
 SEED = 20240601
 # Same tolerance as kept_count() in src/uncertainty/coverage.rs: absorbs the binary
-# representation error of decimal coverages such as 0.35 when rounding c·n half up.
+# representation error of decimal coverages (0.7·45 = 31.499999999999996) when rounding c·n half up.
 ROUND_SLACK = 1e-12
 
 
