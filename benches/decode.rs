@@ -1,6 +1,7 @@
 //! Avro codec throughput: the hand-written FeatureRecord decoder (the infer stage's hot path)
 //! against apache-avro's generic `Value` decoder on the same 6,373-float message, and the
-//! prediction encoder. Throughput is in records. Results go in docs/benchmarks.md.
+//! prediction encoder. Throughput is in records; a plain copy of the message is measured as
+//! the floor. Results go in docs/benchmarks.md.
 
 use std::hint::black_box;
 
@@ -61,6 +62,11 @@ fn decode(c: &mut Criterion) {
     group.bench_function("apache_avro_from_avro_datum", |b| {
         let schema = RecordSchema::FeatureRecord.schema();
         b.iter(|| from_avro_datum(schema, &mut black_box(&raw[..]), None).is_ok())
+    });
+    group.bench_function("memcpy_reference", |b| {
+        // Not a decoder: copying the same message once, the floor the fast path is compared to.
+        let mut copy = vec![0u8; framed.len()];
+        b.iter(|| copy.copy_from_slice(black_box(&framed)))
     });
     group.finish();
 }

@@ -150,10 +150,10 @@ fn read_float_array(r: &mut Reader<'_>, field: &'static str, out: &mut [f32]) ->
         decode_floats(r.take(count * 4, field)?, &mut out[filled..filled + n]);
         filled += n;
     }
-    match filled == out.len() {
-        true => Ok(()),
-        false => Err(DecodeError::WrongDimension { field, expected: out.len(), got: filled as u64 }),
+    if filled != out.len() {
+        return Err(DecodeError::WrongDimension { field, expected: out.len(), got: filled as u64 });
     }
+    Ok(())
 }
 
 /// Item count of the next array block, 0 at the end. A negative count is followed by the
@@ -170,10 +170,10 @@ fn block_count(r: &mut Reader<'_>, field: &'static str) -> Result<u64, DecodeErr
     if byte_size < 0 {
         return Err(DecodeError::NegativeLength { what: field, len: byte_size, offset: size_offset });
     }
-    match count.checked_mul(4) == Some(byte_size as u64) {
-        true => Ok(count),
-        false => Err(DecodeError::BadBlockSize { field, count, byte_size, offset }),
+    if count.checked_mul(4) != Some(byte_size as u64) {
+        return Err(DecodeError::BadBlockSize { field, count, byte_size, offset });
     }
+    Ok(count)
 }
 
 /// After a block that overflows the expected dimension: skips it and the blocks after it
