@@ -387,8 +387,8 @@ def chart_policy(docs, templates, merged):
     # Graceful termination outlives the drain deadline.
     drain_ms = (config.get("shutdown") or {}).get("drain_deadline_ms", 20000)
     grace = pod.get("terminationGracePeriodSeconds")
-    if grace is None or grace * 1000 <= drain_ms:
-        problems.append(f"terminationGracePeriodSeconds {grace} is not longer than the drain deadline {drain_ms} ms")
+    if grace is None or grace * 1000 < drain_ms + 1000:
+        problems.append(f"terminationGracePeriodSeconds {grace} leaves less than 1 s after the drain deadline {drain_ms} ms")
 
     # Config checksum = sha256 of the rendered ConfigMap template (rolls pods on change).
     annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
