@@ -129,7 +129,7 @@ def check_dockerfiles(report):
     hadolint = os.path.join(os.path.dirname(sys.executable), "hadolint")
     with open(os.path.join(ROOT, ".dockerignore")) as f:
         ignore = [l.strip() for l in f if l.strip() and not l.startswith("#")]
-    copied_dirs = set()
+    copied_dirs, context_copied = set(), False
     for name in ("Dockerfile", "Dockerfile.cuda"):
         path = os.path.join(ROOT, "deploy", name)
         proc = subprocess.run([hadolint, "--no-color", path], capture_output=True, text=True)
@@ -152,6 +152,9 @@ def check_dockerfiles(report):
             if any(f.startswith("--from=") for f in flags):
                 continue
             for src in paths[:-1]:
+                if src == ".":
+                    context_copied = True
+                    continue
                 full = os.path.join(ROOT, src)
                 if not os.path.exists(full):
                     problems.append(f"COPY source {src} does not exist")
@@ -191,16 +194,29 @@ def check_dockerfiles(report):
     with open(os.path.join(ROOT, "Cargo.toml"), "rb") as f:
         manifest = tomllib.load(f)
     declared = [manifest.get("lib", {}).get("path", "src/lib.rs")]
+    default_dir = {"bin": "src/bin", "bench": "benches", "test": "tests", "example": "examples"}
+    package = manifest.get("package", {}).get("name")
     for kind in ("bin", "bench", "test", "example"):
-        declared += [t["path"] for t in manifest.get(kind, []) if "path" in t]
+        for t in manifest.get(kind, []):
+            if "path" in t:
+                declared.append(t["path"])
+            elif kind == "bin" and t.get("name") == package:
+                declared.append("src/main.rs")
+            else:  # Cargo infers <dir>/<name>.rs (or <dir>/<name>/main.rs) and fails if absent
+                declared.append(f"{default_dir[kind]}/{t['name']}.rs")
     build = manifest.get("package", {}).get("build")
     if build:
         declared.append(build)
     elif os.path.exists(os.path.join(ROOT, "build.rs")):
         declared.append("build.rs")
     for target in declared:
-        if not any(target == d or target.startswith(d + "/") for d in copied_dirs):
+        if not (context_copied or any(target == d or target.startswith(d + "/") for d in copied_dirs)):
             problems.append(f"Cargo target {target} is not in a directory the images copy ({sorted(copied_dirs)})")
+        elif context_copied and not dockerignore_allows(ignore, target):
+            problems.append(f"Cargo target {target} is excluded from the build context by .dockerignore")
+    for needed in ("Cargo.toml", "Cargo.lock", "src/main.rs", "schemas"):
+        if context_copied and not dockerignore_allows(ignore, needed):
+            problems.append(f"{needed} is excluded from the build context by .dockerignore")
     report.check("Dockerfiles copy every file Cargo.toml declares", problems)
 
 
