@@ -24,7 +24,7 @@ export EMOGATE_ORT_VERSION := $(ORT_VERSION)
 export ORT_DISABLE_TELEMETRY := 1
 export EMOGATE_PYTHON := $(PY)
 
-.PHONY: deps build demo test test-slow bench lint fixture-model clean-cache
+.PHONY: deps build demo test test-deploy test-slow bench lint fixture-model clean-cache
 
 ## deps: install ONNX Runtime (from the onnxruntime wheel) and the Python test references into .cache/
 deps: $(ORT_LIB) $(PY_STAMP)
@@ -49,6 +49,11 @@ demo: build
 ## test: the whole fast suite (unit, property, cross-implementation, ORT parity)
 test: deps
 	cargo test $(CARGO_FLAGS)
+	$(PY) scripts/test_deploy.py
+
+## test-deploy: Dockerfiles, Helm chart, dashboard and alert rules only (offline, seconds)
+test-deploy: $(PY_STAMP)
+	$(PY) scripts/test_deploy.py
 
 ## test-slow: suites too slow for `make test` (none yet beyond `make test`)
 test-slow: test
