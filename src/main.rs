@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use emogate::bench::{peak_rss_mb, raw_inference, RawBenchConfig};
 use emogate::codec::{encode_feature_record, FeatureDecoder, FeatureRecord, Framing};
 use emogate::model::{LoadedModel, ModelOptions, ModelPool, ProviderChoice};
 use emogate::Attribute;
@@ -36,6 +37,31 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         seed: u64,
     },
+    /// Measures inference throughput and prints one JSON object (DESIGN §3).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Model directory; defaults to models/default, else models/fixture.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 2048)]
+    records: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Inference workers (sessions); each runs `threads` intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Intra-op threads per session (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, value_enum, default_value_t = ProviderChoice::Auto)]
+    execution_provider: ProviderChoice,
+    /// Also run scripts/ort_bench.py (plain Python onnxruntime) on the same model, batch and
+    /// threads in this run, and report the ratio.
+    #[arg(long)]
+    python_reference: Option<PathBuf>,
 }
 
 fn main() -> Result<()> {
@@ -50,6 +76,7 @@ fn main() -> Result<()> {
         Command::Demo { records, model, execution_provider, batch, seed } => {
             demo(records, &model.unwrap_or_else(default_model_dir), execution_provider, batch, seed)
         }
+        Command::Bench(args) => bench(args),
     }
 }
 
@@ -133,4 +160,58 @@ fn synthetic_messages(count: usize, dims: usize, feature_set: &str, seed: u64) -
             out
         })
         .collect()
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let loaded =
+        LoadedModel::load(&model_dir).with_context(|| format!("loading model {}", model_dir.display()))?;
+    let options = ModelOptions {
+        provider: args.execution_provider,
+        intra_threads: args.threads,
+        ..ModelOptions::default()
+    };
+    let config =
+        RawBenchConfig { batch: args.batch, records: args.records, workers: args.workers, options, seed: 7 };
+    let raw = raw_inference(&loaded, &config).context("raw inference benchmark")?;
+    let mut report = serde_json::json!({
+        "model": loaded.manifest.model_ref(),
+        "raw_records_per_sec": raw.records_per_sec,
+        "raw_batch_p50_ms": raw.batch_p50_ms,
+        "raw_batch_p99_ms": raw.batch_p99_ms,
+        "records": raw.records,
+        "batch": args.batch,
+        "workers": args.workers,
+        "threads": args.threads,
+        "mc_samples": loaded.manifest.mc_samples,
+        "execution_provider": raw.execution_provider,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    if let Some(python) = &args.python_reference {
+        let reference = python_reference(python, &model_dir, &args, loaded.manifest.feature_dims)?;
+        let rate = reference["records_per_sec"].as_f64().context("reference printed no records_per_sec")?;
+        report["python_onnxruntime_records_per_sec"] = rate.into();
+        report["raw_to_python_ratio"] = (raw.records_per_sec / rate).into();
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Runs `scripts/ort_bench.py` with the same model, batch, thread count and record count.
+fn python_reference(
+    python: &Path,
+    model_dir: &Path,
+    args: &BenchArgs,
+    dims: usize,
+) -> Result<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ort_bench.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(["--model", &model_dir.display().to_string()])
+        .args(["--batch", &args.batch.to_string(), "--threads", &args.threads.to_string()])
+        .args(["--records", &args.records.to_string(), "--dims", &dims.to_string()])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    anyhow::ensure!(out.status.success(), "ort_bench.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    Ok(serde_json::from_slice(&out.stdout).context("parsing ort_bench.py output")?)
 }
