@@ -1,0 +1,186 @@
+//! The archive stage against librdkafka's mock cluster: records produced to both output topics
+//! (several partitions) are archived exactly once, the group's committed offsets reach the end
+//! of every partition, an undecodable record is skipped without stopping the stage, and a
+//! restart continues where the first run committed — new files only, old ones untouched.
+
+mod archive_support;
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use archive_support::{encode, files, prediction, readback, T0_MS};
+use emogate::archive::{
+    run_archive_stage, ArchiveConfig, ArchiveCounters, ArchiveKafka, ArchiveSummary, FileKey,
+};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::Value;
+
+const TOPICS: [(&str, i32); 2] = [("emotion.accepted", 3), ("emotion.rejected", 2)];
+const GROUP: &str = "emogate-archive-test";
+const TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Produces predictions `seeds` round-robin over all partitions of both topics, plus the raw
+/// `extra` payloads to `emotion.rejected`/0; waits for delivery.
+fn produce(brokers: &str, seeds: std::ops::Range<u64>, extra: &[&[u8]]) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let targets: Vec<(&str, i32)> = TOPICS.iter().flat_map(|&(t, n)| (0..n).map(move |p| (t, p))).collect();
+    for seed in seeds {
+        let (topic, partition) = targets[seed as usize % targets.len()];
+        // Hours change inside the run: 40 s per record from 22:13:20.
+        let payload = encode(&prediction(seed, T0_MS + seed as i64 * 40_000));
+        let key = format!("utt-{seed}");
+        producer.send(BaseRecord::to(topic).partition(partition).key(&key).payload(&payload)).unwrap();
+        producer.poll(Duration::ZERO);
+    }
+    for payload in extra {
+        producer.send(BaseRecord::<(), [u8]>::to("emotion.rejected").partition(0).payload(*payload)).unwrap();
+    }
+    producer.flush(TIMEOUT).unwrap();
+}
+
+fn config(root: &Path) -> ArchiveConfig {
+    ArchiveConfig {
+        root: root.to_path_buf(),
+        group_id: GROUP.to_string(),
+        roll_rows: 25,
+        roll_age_ms: 300,
+        ..ArchiveConfig::default()
+    }
+}
+
+/// Runs the stage until `counters` shows `rows` rows and `skipped` skipped records, then stops it.
+async fn archive_until(brokers: &str, root: &Path, rows: u64, skipped: u64) -> (ArchiveSummary, Duration) {
+    let counters = Arc::new(ArchiveCounters::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let kafka = ArchiveKafka::new(brokers);
+    let config = config(root);
+    let started = Instant::now();
+    let stage = run_archive_stage(&config, &kafka, counters.clone(), async {
+        let _ = stop_rx.await;
+    });
+    let watcher = async {
+        while counters.summary().rows < rows || counters.summary().skipped_records < skipped {
+            assert!(
+                started.elapsed() < TIMEOUT,
+                "stage archived only {:?} of {rows} rows",
+                counters.summary()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop_tx.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(stage, watcher);
+    let summary = result.expect("archive stage failed");
+    assert_eq!(summary, counters.summary(), "summary and metric hooks disagree");
+    (summary, started.elapsed())
+}
+
+/// The group's committed offset and the high watermark of every partition.
+fn committed_and_end(brokers: &str) -> BTreeMap<(String, i32), (i64, i64)> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", GROUP).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (topic, n) in TOPICS {
+        for p in 0..n {
+            tpl.add_partition(topic, p);
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, TIMEOUT).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let Offset::Offset(offset) = e.offset() else {
+                panic!("{}/{} has no committed offset: {:?}", e.topic(), e.partition(), e.offset())
+            };
+            let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT).unwrap();
+            ((e.topic().to_string(), e.partition()), (offset, high))
+        })
+        .collect()
+}
+
+fn row_keys(out: &Value) -> Vec<(String, i64, i64)> {
+    out["pyarrow"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["kafka_topic"].as_str().unwrap().into(),
+                r["kafka_partition"].as_i64().unwrap(),
+                r["kafka_offset"].as_i64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn stage_archives_each_record_once_commits_to_the_end_and_resumes() {
+    let cluster = MockCluster::new(1).unwrap();
+    for (topic, n) in TOPICS {
+        cluster.create_topic(topic, n, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("archive");
+
+    // Run 1: 400 predictions and one record that is not a prediction.
+    let n = 400;
+    produce(&brokers, 0..n, &[b"not avro at all"]);
+    let (summary, took) = archive_until(&brokers, &root, n, 1).await;
+    eprintln!("run 1: {summary:?} in {took:?}");
+    assert_eq!((summary.rows, summary.skipped_records), (n, 1));
+
+    let out = readback(&root);
+    let keys = row_keys(&out);
+    assert_eq!(keys.len() as u64, n);
+    assert_eq!(keys.iter().collect::<BTreeSet<_>>().len() as u64, n, "duplicate (topic, partition, offset)");
+    assert_eq!(out["duckdb"]["partition_mismatches"], Value::from(0));
+    assert_eq!(out["other_files"], Value::Array(vec![]));
+    let ids: BTreeSet<String> = out["pyarrow"]["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["utterance_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, (0..n).map(|s| format!("utt-{s:06}")).collect::<BTreeSet<_>>());
+
+    let offsets = committed_and_end(&brokers);
+    assert_eq!(offsets.len(), 5);
+    for (tp, (committed, end)) in &offsets {
+        assert_eq!(committed, end, "{tp:?}: committed offset is not the end of the partition");
+    }
+    let first_run = files(&root);
+
+    // Run 2: more records; the restarted stage starts at the committed offsets.
+    let m = 150;
+    produce(&brokers, n..n + m, &[]);
+    let (summary, took) = archive_until(&brokers, &root, m, 0).await;
+    eprintln!("run 2: {summary:?} in {took:?}");
+    assert_eq!(summary.rows, m, "the restart re-archived committed records");
+
+    let out = readback(&root);
+    let keys = row_keys(&out);
+    assert_eq!(keys.len() as u64, n + m);
+    assert_eq!(keys.iter().collect::<BTreeSet<_>>().len() as u64, n + m, "duplicates after restart");
+    for (tp, (committed, end)) in committed_and_end(&brokers) {
+        assert_eq!(committed, end, "{tp:?} after restart");
+    }
+    // Files of run 1 are untouched; each file of run 2 starts at or after where run 1 committed.
+    let second_run = files(&root);
+    for (path, bytes) in &first_run {
+        assert_eq!(second_run.get(path), Some(bytes), "{path} changed");
+    }
+    for path in second_run.keys().filter(|p| !first_run.contains_key(*p)) {
+        let (topic, partition, first) = FileKey::parse_file_name(path.rsplit('/').next().unwrap()).unwrap();
+        let (committed, _) = offsets[&(topic, partition)];
+        assert!(first >= committed, "{path} starts before run 1's commit {committed}");
+    }
+}
