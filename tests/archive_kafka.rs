@@ -59,7 +59,11 @@ fn config(root: &Path) -> ArchiveConfig {
 async fn archive_until(brokers: &str, root: &Path, rows: u64, skipped: u64) -> (ArchiveSummary, Duration) {
     let counters = Arc::new(ArchiveCounters::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let kafka = ArchiveKafka::new(brokers);
+    let mut kafka = ArchiveKafka::new(brokers);
+    // The stage leaves the group on shutdown (librdkafka logs LeaveGroup sent and answered), but
+    // the mock cluster keeps the departed member until its session times out, which would hold
+    // the restarted stage's first rebalance for the default 45 s.
+    kafka.properties.insert("session.timeout.ms".into(), "6000".into());
     let config = config(root);
     let started = Instant::now();
     let stage = run_archive_stage(&config, &kafka, counters.clone(), async {
