@@ -113,7 +113,8 @@ mod tests {
 
     #[test]
     fn out_of_range_values_name_their_field() {
-        let cases: [(&str, fn(&mut ArchiveConfig)); 5] = [
+        type Mutation = fn(&mut ArchiveConfig);
+        let cases: [(&str, Mutation); 5] = [
             ("roll_rows", |c| c.roll_rows = 0),
             ("roll_age_ms", |c| c.roll_age_ms = 0),
             ("zstd_level", |c| c.zstd_level = 23),
