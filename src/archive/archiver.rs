@@ -61,6 +61,8 @@ pub struct Archiver {
     metrics: Arc<dyn ArchiveMetrics>,
     partitions: BTreeMap<(String, i32), PartitionState>,
     summary: ArchiveSummary,
+    /// Rows in all buffers.
+    buffered: usize,
     /// Set by the first error: buffers may have lost rows whose offsets are already handled,
     /// so from then on nothing is written or committed (the next owner replays).
     stopped: bool,
@@ -81,6 +83,7 @@ impl Archiver {
             metrics,
             partitions: BTreeMap::new(),
             summary: ArchiveSummary::default(),
+            buffered: 0,
             stopped: false,
         }
     }
@@ -111,6 +114,8 @@ impl Archiver {
         }
         let result = f(self);
         self.stopped = result.is_err();
+        self.buffered = self.partitions.values().map(|s| s.rows.len()).sum();
+        self.metrics.buffered_rows(self.buffered);
         result
     }
 
@@ -253,7 +258,7 @@ impl Archiver {
 
     /// Rows currently buffered over all partitions.
     pub fn buffered_rows(&self) -> usize {
-        self.partitions.values().map(|s| s.rows.len()).sum()
+        self.buffered
     }
 
     /// Totals so far.

@@ -3,7 +3,8 @@
 //! The archive does not depend on a metrics library: it calls [`ArchiveMetrics`], which the
 //! telemetry module implements with its Prometheus registry (e.g.
 //! `emogate_archive_files_total`, `emogate_archive_rows_total`, `emogate_archive_bytes_total`,
-//! `emogate_archive_skipped_records_total{reason}`, `emogate_archive_assigned_partitions`).
+//! `emogate_archive_skipped_records_total{reason}`, `emogate_archive_buffered_rows`,
+//! `emogate_archive_assigned_partitions`).
 //! [`ArchiveCounters`] is a ready-made atomic implementation (tests, demo summaries).
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -42,6 +43,11 @@ pub trait ArchiveMetrics: Send + Sync {
     /// Offsets up to `next_offset` (exclusive) of `topic`/`partition` were committed.
     fn offsets_committed(&self, _topic: &str, _partition: i32, _next_offset: i64) {}
 
+    /// Rows now held in memory, read but not yet in a durable file, over all partitions (a
+    /// gauge: memory in use and what a crash would make the stage read again). Called after
+    /// every record and every roll.
+    fn buffered_rows(&self, _rows: usize) {}
+
     /// The consumer now owns `partitions` partitions (for `/readyz`).
     fn assignment_changed(&self, _partitions: usize) {}
 }
@@ -63,7 +69,8 @@ pub struct ArchiveSummary {
     pub bytes: u64,
     /// Records skipped as undecodable.
     pub skipped_records: u64,
-    /// Offset commits made.
+    /// Offset commits requested (one per roll that moved a partition's offset). A commit the
+    /// broker refused on revocation still counts; any other refusal stops the stage.
     pub commits: u64,
 }
 
@@ -76,6 +83,7 @@ pub struct ArchiveCounters {
     skipped: AtomicU64,
     commits: AtomicU64,
     assigned: AtomicI64,
+    buffered: AtomicU64,
 }
 
 impl ArchiveCounters {
@@ -88,6 +96,11 @@ impl ArchiveCounters {
             skipped_records: self.skipped.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
         }
+    }
+
+    /// Rows currently buffered.
+    pub fn buffered(&self) -> u64 {
+        self.buffered.load(Ordering::Relaxed)
     }
 
     /// Partitions currently assigned (`-1` before the first assignment).
@@ -109,6 +122,10 @@ impl ArchiveMetrics for ArchiveCounters {
 
     fn offsets_committed(&self, _topic: &str, _partition: i32, _next_offset: i64) {
         self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn buffered_rows(&self, rows: usize) {
+        self.buffered.store(rows as u64, Ordering::Relaxed);
     }
 
     fn assignment_changed(&self, partitions: usize) {
