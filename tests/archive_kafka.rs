@@ -321,3 +321,43 @@ async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated(
         assert_eq!(committed, end, "{tp:?}");
     }
 }
+
+/// A sink that refuses every file, as a full or read-only disk would.
+struct RefusingSink;
+
+impl emogate::archive::ArchiveSink for RefusingSink {
+    fn put(&self, key: &str, _data: &[u8]) -> Result<(), emogate::archive::SinkError> {
+        Err(emogate::archive::SinkError::Io {
+            op: "write",
+            path: key.into(),
+            source: std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left"),
+        })
+    }
+    fn location(&self, key: &str) -> String {
+        key.to_string()
+    }
+}
+
+#[tokio::test]
+async fn a_file_that_cannot_be_stored_stops_the_stage_and_commits_nothing() {
+    let cluster = MockCluster::new(1).unwrap();
+    for (topic, n) in TOPICS {
+        cluster.create_topic(topic, n, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let tmp = tempfile::tempdir().unwrap();
+    produce(&brokers, 0..40, 1, &[]);
+
+    let stage = emogate::archive::ArchiveStage::new(config(tmp.path()), ArchiveKafka::new(&brokers))
+        .with_sink(Arc::new(RefusingSink));
+    // Never asked to stop: it must end by itself, with the sink's error.
+    let result = tokio::time::timeout(TIMEOUT, stage.run(std::future::pending::<()>()))
+        .await
+        .expect("stage did not stop");
+    let err = result.expect_err("the stage went on without storing files");
+    assert!(matches!(err, emogate::archive::ArchiveError::Sink { .. }), "{err}");
+    assert!(err.to_string().contains("no space left"), "{err}");
+    for (tp, (committed, _)) in offsets(&brokers) {
+        assert_eq!(committed, None, "{tp:?} committed although nothing was stored");
+    }
+}

@@ -331,3 +331,52 @@ impl ConsumerContext for ArchiveContext {
         self.metrics.assignment_changed(assigned);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offset_and_isolation_settings_cannot_be_overridden() {
+        let mut kafka = ArchiveKafka::new("127.0.0.1:9092");
+        for (k, v) in [
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "true"),
+            ("isolation.level", "read_uncommitted"),
+            ("group.id", "emogate-infer"),
+            ("bootstrap.servers", "elsewhere:9092"),
+            ("auto.offset.reset", "latest"),
+            ("security.protocol", "SASL_SSL"),
+        ] {
+            kafka.properties.insert(k.to_string(), v.to_string());
+        }
+        let config = ArchiveConfig { group_id: "archive-a".into(), ..ArchiveConfig::default() };
+        let c = ArchiveStage::new(config, kafka).client_config();
+        assert_eq!(c.get("enable.auto.commit"), Some("false"));
+        assert_eq!(c.get("enable.auto.offset.store"), Some("false"));
+        assert_eq!(c.get("isolation.level"), Some("read_committed"));
+        assert_eq!(c.get("group.id"), Some("archive-a"));
+        assert_eq!(c.get("bootstrap.servers"), Some("127.0.0.1:9092"));
+        // Pass-through settings stay, including a chosen reset policy.
+        assert_eq!(c.get("auto.offset.reset"), Some("latest"));
+        assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
+        let defaults = ArchiveStage::new(ArchiveConfig::default(), ArchiveKafka::new("b:1")).client_config();
+        assert_eq!(defaults.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn bad_settings_fail_before_connecting() {
+        let stop = AtomicBool::new(false);
+        let mut kafka = ArchiveKafka::new("127.0.0.1:1");
+        kafka.topics = vec![];
+        let err = ArchiveStage::new(ArchiveConfig::default(), kafka.clone()).run_blocking(&stop).unwrap_err();
+        assert!(matches!(err, ArchiveError::NoTopics), "{err}");
+        kafka.topics = vec!["../etc".into()];
+        let err = ArchiveStage::new(ArchiveConfig::default(), kafka.clone()).run_blocking(&stop).unwrap_err();
+        assert!(matches!(err, ArchiveError::Topic(_)), "{err}");
+        let config = ArchiveConfig { roll_rows: 0, ..ArchiveConfig::default() };
+        let err =
+            ArchiveStage::new(config, ArchiveKafka::new("127.0.0.1:1")).run_blocking(&stop).unwrap_err();
+        assert!(matches!(err, ArchiveError::Config(_)), "{err}");
+    }
+}
