@@ -193,7 +193,9 @@ impl ArchiveStage {
 }
 
 /// Starts the archive stage with a [`LocalFsSink`] at `config.root`, reporting to `metrics`,
-/// and runs it until `shutdown` completes; returns the run's totals.
+/// and runs it until `shutdown` completes; returns the run's totals. It borrows its settings, so
+/// await it in place (`tokio::join!`/`select!` with the infer stage); to `tokio::spawn` the stage,
+/// use the owned `ArchiveStage::new(config, kafka).with_metrics(metrics).run(shutdown)`.
 pub async fn run_archive_stage(
     config: &ArchiveConfig,
     kafka: &ArchiveKafka,
@@ -362,6 +364,13 @@ mod tests {
         assert_eq!(c.get("security.protocol"), Some("SASL_SSL"));
         let defaults = ArchiveStage::new(ArchiveConfig::default(), ArchiveKafka::new("b:1")).client_config();
         assert_eq!(defaults.get("auto.offset.reset"), Some("earliest"));
+    }
+
+    #[test]
+    fn the_owned_run_future_can_be_spawned() {
+        fn spawnable<F: Future + Send + 'static>(_: &F) {}
+        let future = ArchiveStage::new(ArchiveConfig::default(), ArchiveKafka::new("b:1")).run(async {});
+        spawnable(&future);
     }
 
     #[test]
