@@ -10,11 +10,13 @@
 //! | [`uncertainty`] | soft labels, entropy, CCC, coverage curves, uncertainty quintiles | pure |
 //! | [`model`] | ONNX Runtime: library discovery and loading, manifest, execution provider choice, session pool, batch inference | ORT |
 //! | [`bench`] | raw inference throughput and peak memory for `emogate bench` | ORT |
+//! | [`archive`] | archive stage: predictions → hive-partitioned Parquet (row buffers, roll policy, durable sink, Kafka consumer) | files, Kafka |
 //! | [`config`] | typed configuration: TOML file + `EMOGATE_*` environment overrides | files |
 //!
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here
 //! returns its own `thiserror` enum so callers can match on what went wrong.
 
+pub mod archive;
 pub mod attribute;
 pub mod bench;
 pub mod codec;
