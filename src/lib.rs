@@ -12,6 +12,9 @@
 //! | [`bench`] | raw inference throughput and peak memory for `emogate bench` | ORT |
 //! | [`archive`] | archive stage: predictions → hive-partitioned Parquet (row buffers, roll policy, durable sink, Kafka consumer) | files, Kafka |
 //! | [`config`] | typed configuration: TOML file + `EMOGATE_*` environment overrides | files |
+//! | [`policy`] | reject policy: calibrated thresholds, UTL source mapping, record decision | pure |
+//! | [`pipeline`] | the streaming infer stage: source, batcher, inference hand-off, router, delivery, offsets | Kafka |
+//! | [`telemetry`] | tracing set-up, Prometheus metrics, `/metrics` `/healthz` `/readyz` | HTTP |
 //!
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here
 //! returns its own `thiserror` enum so callers can match on what went wrong.
@@ -22,6 +25,9 @@ pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod model;
+pub mod pipeline;
+pub mod policy;
+pub mod telemetry;
 pub mod uncertainty;
 
 pub use attribute::{Attribute, PerAttribute, LIKERT_BINS};

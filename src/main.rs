@@ -1,20 +1,23 @@
-//! The `emogate` command line (DESIGN §3). Only argument parsing and wiring live here;
-//! `anyhow` is used in this file and nowhere else.
+//! emogate command line (DESIGN §3). Parsing and wiring only; the work is in the library.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::sync::Arc;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand, ValueEnum};
+
 use emogate::bench::{peak_rss_mb, raw_inference, RawBenchConfig};
-use emogate::codec::{encode_feature_record, FeatureDecoder, FeatureRecord, Framing};
-use emogate::model::{LoadedModel, ModelOptions, ModelPool, ProviderChoice};
-use emogate::Attribute;
-use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Normal};
+use emogate::codec::Framing;
+use emogate::config::{Config, DeliveryMode};
+use emogate::model::{LoadedModel, ModelOptions, ProviderChoice};
+use emogate::pipeline::demo::{self, DemoOptions};
+use emogate::pipeline::produce::{self, ProduceOptions, RecordSource};
+use emogate::pipeline::stage::{self, StageContext, StageFuture};
+use emogate::pipeline::{shutdown, InferStage};
+use emogate::telemetry::{self, Health, Metrics};
 
 #[derive(Parser)]
-#[command(name = "emogate", version, about = "Uncertainty-aware speech emotion recognition over Kafka")]
+#[command(name = "emogate", version, about = "Uncertainty-aware speech emotion recognition on Kafka")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -22,20 +25,53 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Offline end-to-end run: synthetic feature records are Avro-encoded, decoded, and
-    /// scored by the model's worker pool; prints per-record predictions and a summary.
+    /// End-to-end run on an in-process mock Kafka cluster with synthetic records; prints a summary.
     Demo {
-        #[arg(long, default_value_t = 64)]
+        /// Synthetic records to send (five malformed ones are added).
+        #[arg(long, default_value_t = 2000)]
         records: usize,
-        /// Model directory (model.onnx + manifest.json); defaults to models/default, else models/fixture.
+        /// Model directory (default: models/default if present, else models/fixture).
         #[arg(long)]
         model: Option<PathBuf>,
-        #[arg(long, value_enum, default_value_t = ProviderChoice::Auto)]
-        execution_provider: ProviderChoice,
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        #[arg(long, default_value_t = 7)]
+        /// Delivery mode of the infer stage.
+        #[arg(long, value_enum, default_value_t = Mode::ExactlyOnce)]
+        delivery: Mode,
+    },
+    /// The production service.
+    Serve {
+        /// TOML config file (EMOGATE_<SECTION>__<KEY> variables override it).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Which stages to run in this process.
+        #[arg(long, value_enum, default_value_t = StageChoice::Both)]
+        stage: StageChoice,
+    },
+    /// Load generator / corpus replay: send feature records to a topic.
+    Produce {
+        #[arg(long)]
+        brokers: String,
+        #[arg(long, default_value = "ser.features")]
+        topic: String,
+        /// Corpus directory (features.csv, or features.npy + features_index.csv).
+        #[arg(long, conflicts_with = "synthetic", required_unless_present = "synthetic")]
+        corpus: Option<PathBuf>,
+        /// Number of synthetic records.
+        #[arg(long)]
+        synthetic: Option<usize>,
+        /// Records per second (default: as fast as possible).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Feature dimension of synthetic records.
+        #[arg(long, default_value_t = 6373)]
+        dims: usize,
+        #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// Confluent framing with this schema id (default: Avro single-object encoding).
+        #[arg(long)]
+        schema_id: Option<u32>,
+        /// Extra librdkafka property, `name=value` (repeatable).
+        #[arg(long = "property", short = 'X', value_parser = parse_property)]
+        properties: Vec<(String, String)>,
     },
     /// Measures inference throughput and prints one JSON object (DESIGN §3).
     Bench(BenchArgs),
@@ -43,7 +79,7 @@ enum Command {
 
 #[derive(clap::Args)]
 struct BenchArgs {
-    /// Model directory; defaults to models/default, else models/fixture.
+    /// Model directory (default: models/default if present, else models/fixture).
     #[arg(long)]
     model: Option<PathBuf>,
     #[arg(long, default_value_t = 2048)]
@@ -58,112 +94,153 @@ struct BenchArgs {
     threads: usize,
     #[arg(long, value_enum, default_value_t = ProviderChoice::Auto)]
     execution_provider: ProviderChoice,
-    /// Also run scripts/ort_bench.py (plain Python onnxruntime) on the same model, batch and
-    /// threads in this run, and report the ratio.
+    /// Also run scripts/ort_bench.py (plain Python onnxruntime) with this interpreter on the
+    /// same model, batch and threads in this run, and report the ratio.
     #[arg(long)]
     python_reference: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    ExactlyOnce,
+    AtLeastOnce,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StageChoice {
+    Infer,
+    Archive,
+    Both,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.trim().to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected name=value, got `{s}`"))
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    // At least two workers: a rebalance callback may block one while the other finishes
+    // the in-flight batches it waits for.
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get()).max(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn main() -> Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,ort=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Cli::parse().command {
-        Command::Demo { records, model, execution_provider, batch, seed } => {
-            demo(records, &model.unwrap_or_else(default_model_dir), execution_provider, batch, seed)
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo { records, model, delivery } => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn")?;
+            let mut options = DemoOptions { records, ..DemoOptions::default() };
+            if let Some(model) = model {
+                options.model_dir = model;
+            }
+            options.mode = match delivery {
+                Mode::ExactlyOnce => DeliveryMode::ExactlyOnce,
+                Mode::AtLeastOnce => DeliveryMode::AtLeastOnce,
+            };
+            let summary = runtime()?
+                .block_on(demo::run_demo(options, Box::new(|_: &StageContext| Vec::new())))
+                .context("demo failed")?;
+            println!("{summary}");
+            let expected = summary.options.records + summary.bad_sent;
+            let read: usize = summary.read_back.values().sum();
+            if read != expected || summary.duplicates > 0 {
+                bail!("read back {read} outputs for {expected} inputs ({} duplicates)", summary.duplicates);
+            }
+            Ok(())
         }
-        Command::Bench(args) => bench(args),
+        Command::Serve { config, stage } => serve(config, stage),
+        Command::Bench(args) => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn")?;
+            bench(args)
+        }
+        Command::Produce { brokers, topic, corpus, synthetic, rate, dims, seed, schema_id, properties } => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
+            let source = match (corpus, synthetic) {
+                (Some(dir), _) => RecordSource::Corpus(dir),
+                (None, Some(count)) => RecordSource::Synthetic { count, dims, seed },
+                (None, None) => bail!("give --corpus DIR or --synthetic N"),
+            };
+            let framing =
+                schema_id.map_or(Framing::SingleObject, |schema_id| Framing::Confluent { schema_id });
+            let options = ProduceOptions { brokers, topic, source, rate, framing, properties };
+            let report = runtime()?.block_on(produce::produce(&options)).context("produce failed")?;
+            println!(
+                "sent {} records to {} in {:.2} s ({:.0} records/s)",
+                report.records,
+                options.topic,
+                report.seconds,
+                report.records as f64 / report.seconds.max(1e-9)
+            );
+            Ok(())
+        }
     }
 }
 
-/// `models/default` when the trained model is present, else the committed fixture.
-fn default_model_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let default = root.join("models/default");
-    if default.join("manifest.json").exists() {
-        default
-    } else {
-        root.join("models/fixture")
-    }
-}
-
-fn demo(records: usize, model_dir: &Path, provider: ProviderChoice, batch: usize, seed: u64) -> Result<()> {
-    let loaded =
-        LoadedModel::load(model_dir).with_context(|| format!("loading model {}", model_dir.display()))?;
-    let options = ModelOptions { provider, ..ModelOptions::default() };
-    let pool = ModelPool::new(&loaded, &options, 1, 2).context("starting inference")?;
-    let dims = loaded.manifest.feature_dims;
-    let decoder = FeatureDecoder::new(dims);
-    let messages = synthetic_messages(records, dims, &loaded.manifest.feature_set, seed);
-
-    let started = Instant::now();
-    let mut metas = Vec::with_capacity(records);
-    let mut predictions = Vec::with_capacity(records);
-    for chunk in messages.chunks(batch.max(1)) {
-        let mut features = vec![0.0f32; chunk.len() * dims];
-        for (message, row) in chunk.iter().zip(features.chunks_mut(dims)) {
-            let (meta, _) = decoder.decode_into(message, row).context("decoding a synthetic record")?;
-            metas.push(meta);
-        }
-        predictions.extend(pool.infer(features)?.predictions?);
-    }
-    let elapsed = started.elapsed().as_secs_f64();
-
-    println!(
-        "{:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
-        "utterance", "val", "H(val)", "aro", "H(aro)", "dom", "H(dom)"
-    );
-    for (meta, p) in metas.iter().zip(&predictions).take(10) {
-        println!(
-            "{:<14} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3} {:>8.3}",
-            meta.utterance_id,
-            p.valence.value,
-            p.valence.entropy,
-            p.arousal.value,
-            p.arousal.entropy,
-            p.dominance.value,
-            p.dominance.entropy
+fn serve(config_path: Option<PathBuf>, stage: StageChoice) -> Result<()> {
+    let config = Config::load(config_path.as_deref())?;
+    telemetry::init_tracing(config.telemetry.log_format, &config.telemetry.log_level)?;
+    tracing::info!(config = ?config, "configuration loaded");
+    if stage != StageChoice::Infer {
+        bail!(
+            "--stage {} needs the archive stage, which this build does not include; run --stage infer",
+            if stage == StageChoice::Both { "both" } else { "archive" }
         );
     }
-    println!("\nmodel            {} ({})", loaded.manifest.model_ref(), model_dir.display());
-    println!("provider         {}", pool.provider().kind);
-    println!("records          {records} in {elapsed:.3} s ({:.0} records/s)", records as f64 / elapsed);
-    for a in Attribute::ALL {
-        let mean =
-            predictions.iter().map(|p| p[a].entropy as f64).sum::<f64>() / predictions.len().max(1) as f64;
-        println!("mean entropy     {a:<9} {mean:.4} nats");
-    }
-    Ok(())
-}
-
-/// Avro single-object messages with normally distributed features, deterministic by seed.
-fn synthetic_messages(count: usize, dims: usize, feature_set: &str, seed: u64) -> Vec<Vec<u8>> {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let normal = Normal::new(0.0f32, 1.0).expect("unit normal");
-    (0..count)
-        .map(|i| {
-            let scale = rng.random_range(0.5f32..1.5);
-            let record = FeatureRecord {
-                utterance_id: format!("demo-{i:05}"),
-                speaker_id: Some(format!("spk-{}", i % 7)),
-                source: Some("emogate-demo".into()),
-                timestamp_ms: 1_764_000_000_000 + i as i64 * 1000,
-                feature_set: feature_set.to_string(),
-                features: (0..dims).map(|_| normal.sample(&mut rng) * scale).collect(),
-            };
-            let mut out = Vec::new();
-            encode_feature_record(&record, &Framing::SingleObject, &mut out);
-            out
-        })
-        .collect()
+    let rt = runtime()?;
+    rt.block_on(async move {
+        let (trigger, listener) = shutdown::channel();
+        trigger.trigger_on_signals().context("cannot install signal handlers")?;
+        let ctx = StageContext {
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()?),
+            health: Health::new(),
+            shutdown: listener.clone(),
+        };
+        let server = match ctx.config.telemetry.listen {
+            Some(addr) => {
+                let (bound, task) =
+                    telemetry::serve_http(addr, Arc::clone(&ctx.metrics), Arc::clone(&ctx.health), listener)
+                        .await?;
+                tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
+                Some(task)
+            }
+            None => None,
+        };
+        let infer = {
+            let ctx = ctx.clone();
+            tokio::task::spawn_blocking(move || InferStage::new(ctx)).await??
+        };
+        let stages: Vec<(&'static str, StageFuture)> = vec![("infer", stage::boxed(infer.run()))];
+        let outcomes = stage::run_together(stages, trigger.clone()).await;
+        trigger.trigger();
+        if let Some(task) = server {
+            let _ = task.await;
+        }
+        let mut failed = false;
+        for (name, outcome) in outcomes {
+            match outcome {
+                Ok(summary) => tracing::info!(stage = name, summary, "stage stopped"),
+                Err(e) => {
+                    tracing::error!(stage = name, error = %e, "stage failed");
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            bail!("a stage failed (see the log)");
+        }
+        Ok(())
+    })
 }
 
 fn bench(args: BenchArgs) -> Result<()> {
-    let model_dir = args.model.clone().unwrap_or_else(default_model_dir);
+    let model_dir = args.model.clone().unwrap_or_else(|| DemoOptions::default().model_dir);
     let loaded =
         LoadedModel::load(&model_dir).with_context(|| format!("loading model {}", model_dir.display()))?;
     let options = ModelOptions {

@@ -1,0 +1,148 @@
+//! Helpers around a Kafka cluster for the demo, the load generator and the tests: an
+//! in-process librdkafka mock cluster, bulk producing, and an independent read-back of the
+//! output topics (a plain assign-and-read consumer, no group, `read_committed`).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::error::PipelineError;
+use crate::config::TopicsConfig;
+
+/// Creates the pipeline's topics on a mock cluster (its CreateTopics API is not supported;
+/// auto-created topics would get a default partition count).
+pub fn create_topics(
+    mock: &MockCluster<'_, impl rdkafka::ClientContext>,
+    topics: &TopicsConfig,
+    partitions: i32,
+) -> Result<(), PipelineError> {
+    for (topic, count) in [
+        (&topics.input, partitions),
+        (&topics.accepted, partitions),
+        (&topics.rejected, partitions),
+        (&topics.dlq, 1),
+    ] {
+        mock.create_topic(topic, count, 1).map_err(PipelineError::kafka("create mock topic"))?;
+    }
+    Ok(())
+}
+
+/// A message to produce: key and value.
+pub type KeyedPayload = (Option<Vec<u8>>, Vec<u8>);
+
+/// Produces `messages` to `topic` (idempotent, acknowledged by all replicas) and waits for
+/// every delivery report. `extra` properties are applied after the defaults (SASL/TLS).
+pub async fn produce_all(
+    brokers: &str,
+    topic: &str,
+    messages: &[KeyedPayload],
+    extra: &[(String, String)],
+) -> Result<(), PipelineError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "zstd");
+    for (k, v) in extra {
+        config.set(k, v);
+    }
+    let producer: FutureProducer = config.create().map_err(PipelineError::kafka("create producer"))?;
+    for chunk in messages.chunks(1000) {
+        let sends = chunk.iter().map(|(key, payload)| {
+            let mut record = FutureRecord::to(topic).payload(payload);
+            if let Some(key) = key {
+                record = record.key(key);
+            }
+            producer.send(record, Timeout::After(Duration::from_secs(30)))
+        });
+        for result in join_all(sends).await {
+            result.map_err(|(e, _)| PipelineError::Kafka { action: "produce", source: e })?;
+        }
+    }
+    Ok(())
+}
+
+/// One message read back from an output topic.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadBack {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Reads every committed message of `topics` from the beginning until `expected` messages were
+/// seen and nothing more arrives for `settle`, or `timeout` passes. Blocking (call it from a
+/// blocking context).
+pub fn read_back(
+    brokers: &str,
+    topics: &[&str],
+    partitions: i32,
+    expected: usize,
+    settle: Duration,
+    timeout: Duration,
+) -> Result<Vec<ReadBack>, PipelineError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "emogate-read-back")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .map_err(PipelineError::kafka("create read-back consumer"))?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        for p in 0..partitions {
+            tpl.add_partition_offset(topic, p, Offset::Beginning).map_err(PipelineError::kafka("assign"))?;
+        }
+    }
+    consumer.assign(&tpl).map_err(PipelineError::kafka("assign"))?;
+    let started = Instant::now();
+    let mut last_message = Instant::now();
+    let mut out = Vec::new();
+    while started.elapsed() < timeout {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                last_message = Instant::now();
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| {
+                                (
+                                    h.key.to_string(),
+                                    String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                                )
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(ReadBack {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    headers,
+                });
+            }
+            Some(Err(e)) => tracing::debug!(error = %e, "read-back poll error"),
+            None => {
+                if out.len() >= expected && last_message.elapsed() >= settle {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(out)
+}

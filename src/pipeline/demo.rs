@@ -1,0 +1,328 @@
+//! `emogate demo`: the whole flow in one process — an in-process librdkafka mock cluster,
+//! synthetic feature records (plus one of each kind of bad input), the infer stage (and any
+//! other stage the caller adds, e.g. the archive), then an independent read-back of the
+//! output topics and a summary.
+//!
+//! When the model's manifest has no thresholds for the demo's coverage (the random-weight
+//! fixture has none), the demo calibrates them the way `emogate calibrate` would, but on a
+//! warm-up sample of synthetic records: entropy thresholds need no labels, only the entropy
+//! distribution. The summary says so.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::mocking::MockCluster;
+
+use super::cluster::{self, KeyedPayload, ReadBack};
+use super::error::PipelineError;
+use super::shutdown;
+use super::stage::{self, StageContext, StageFuture};
+use super::synthetic::{bad_messages, SyntheticFeatures};
+use super::{InferReport, InferStage};
+use crate::attribute::{Attribute, PerAttribute};
+use crate::codec::Framing;
+use crate::config::{Config, DeliveryMode};
+use crate::model::{LoadedModel, ModelPool};
+use crate::telemetry::{Health, Metrics};
+
+/// Demo settings.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Good synthetic records to push through.
+    pub records: usize,
+    pub model_dir: PathBuf,
+    /// Where the archive stage (if run) writes.
+    pub archive_root: PathBuf,
+    pub partitions: i32,
+    pub mode: DeliveryMode,
+    pub coverage: f64,
+    pub seed: u64,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        let model_dir = if PathBuf::from("models/default/manifest.json").exists() {
+            PathBuf::from("models/default")
+        } else {
+            PathBuf::from("models/fixture")
+        };
+        DemoOptions {
+            records: 2000,
+            model_dir,
+            archive_root: PathBuf::from("demo-output/archive"),
+            partitions: 4,
+            mode: DeliveryMode::ExactlyOnce,
+            coverage: 0.8,
+            seed: 7,
+        }
+    }
+}
+
+/// What the demo measured and verified.
+#[derive(Debug, Clone)]
+pub struct DemoSummary {
+    pub options: DemoOptions,
+    pub model: String,
+    pub provider: String,
+    pub thresholds: PerAttribute<f32>,
+    /// How the thresholds were obtained.
+    pub thresholds_origin: String,
+    pub bad_sent: usize,
+    pub seconds: f64,
+    pub report: InferReport,
+    /// Messages read back independently, per topic.
+    pub read_back: BTreeMap<String, usize>,
+    /// Input offsets answered more than once in the output topics.
+    pub duplicates: usize,
+    /// Outcomes of the extra stages (e.g. the archive).
+    pub other_stages: Vec<(&'static str, Result<String, String>)>,
+}
+
+impl DemoSummary {
+    /// Records per second through the infer stage (good and bad).
+    pub fn records_per_sec(&self) -> f64 {
+        (self.options.records + self.bad_sent) as f64 / self.seconds.max(1e-9)
+    }
+}
+
+impl fmt::Display for DemoSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let r = &self.report;
+        writeln!(
+            f,
+            "emogate demo — in-process mock Kafka cluster, {} partitions, {:?}",
+            self.options.partitions, self.options.mode
+        )?;
+        writeln!(
+            f,
+            "  model              {} ({} on {})",
+            self.model,
+            self.options.model_dir.display(),
+            self.provider
+        )?;
+        writeln!(
+            f,
+            "  thresholds (nats)  valence {:.3}  arousal {:.3}  dominance {:.3}  — {}",
+            self.thresholds.valence,
+            self.thresholds.arousal,
+            self.thresholds.dominance,
+            self.thresholds_origin
+        )?;
+        writeln!(f, "  records in         {} synthetic + {} malformed", self.options.records, self.bad_sent)?;
+        writeln!(
+            f,
+            "  throughput         {:.0} records/s ({:.2} s end to end)",
+            self.records_per_sec(),
+            self.seconds
+        )?;
+        let pct = |n: u64| 100.0 * n as f64 / (r.predictions.max(1)) as f64;
+        writeln!(
+            f,
+            "  predictions        {} — accepted {} ({:.1}%), rejected {} ({:.1}%)",
+            r.predictions,
+            r.accepted,
+            pct(r.accepted),
+            r.rejected,
+            pct(r.rejected)
+        )?;
+        let mean = r.mean_entropy();
+        writeln!(
+            f,
+            "  mean entropy       valence {:.3}  arousal {:.3}  dominance {:.3} nats",
+            mean[Attribute::Valence],
+            mean[Attribute::Arousal],
+            mean[Attribute::Dominance]
+        )?;
+        let reasons: Vec<String> = r.dead_lettered.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(f, "  dead-lettered      {} ({})", r.dead_lettered_total(), reasons.join(", "))?;
+        let topics: Vec<String> = self.read_back.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        writeln!(
+            f,
+            "  read back          {} — duplicates by input offset: {}",
+            topics.join(", "),
+            self.duplicates
+        )?;
+        for (name, outcome) in &self.other_stages {
+            match outcome {
+                Ok(summary) => writeln!(f, "  {name:<18} {summary}")?,
+                Err(e) => writeln!(f, "  {name:<18} FAILED: {e}")?,
+            }
+        }
+        write!(f, "  archive            {}", self.options.archive_root.display())
+    }
+}
+
+/// The configuration the demo runs the stages with.
+pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
+    let mut config = Config::default();
+    config.kafka.brokers = brokers.to_string();
+    config.model.dir = options.model_dir.clone();
+    config.model.execution_provider = crate::model::ProviderChoice::Cpu;
+    config.delivery.mode = options.mode;
+    config.policy.coverage = options.coverage;
+    config.archive.root = options.archive_root.clone();
+    config.telemetry.listen = None;
+    config.telemetry.stats_interval_ms = 0;
+    config
+}
+
+/// Entropy thresholds accepting `coverage` of a warm-up sample of synthetic records: the
+/// `ceil(coverage * n)`-th smallest entropy per attribute.
+pub fn warm_up_thresholds(
+    config: &Config,
+    samples: usize,
+    seed: u64,
+) -> Result<PerAttribute<f32>, PipelineError> {
+    let loaded = LoadedModel::load(&config.model.dir)?;
+    // ModelPool::new touches ONNX Runtime (pre-packed weights) before its first session
+    // loads the library, so load it first, where the config's library path is known.
+    crate::model::runtime::ensure_runtime(config.model.ort_library.as_deref())?;
+    let pool = ModelPool::new(&loaded, &config.model.options(), 1, 1)?;
+    let mut synth = SyntheticFeatures::new(loaded.manifest.feature_dims, seed ^ 0x5eed);
+    let mut entropies: PerAttribute<Vec<f32>> = PerAttribute::default();
+    let mut left = samples.max(1);
+    while left > 0 {
+        let n = left.min(64);
+        let features: Vec<f32> = (0..n).flat_map(|_| synth.features()).collect();
+        for p in pool.infer(features)?.predictions? {
+            for a in Attribute::ALL {
+                entropies[a].push(p[a].entropy);
+            }
+        }
+        left -= n;
+    }
+    Ok(entropies.map(|_, h| {
+        let mut h = h.clone();
+        h.sort_by(f32::total_cmp);
+        let keep = ((config.policy.coverage * h.len() as f64).ceil() as usize).clamp(1, h.len());
+        h[keep - 1]
+    }))
+}
+
+/// Extra stages to run next to the infer stage, built from its context.
+pub type ExtraStages = Box<dyn FnOnce(&StageContext) -> Vec<(&'static str, StageFuture)>>;
+
+/// Runs the demo end to end.
+pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSummary, PipelineError> {
+    let mock = MockCluster::new(1).map_err(PipelineError::kafka("start mock cluster"))?;
+    let brokers = mock.bootstrap_servers();
+    let mut config = demo_config(&brokers, &options);
+    cluster::create_topics(&mock, &config.kafka.topics, options.partitions)?;
+
+    let manifest = LoadedModel::load(&config.model.dir)?.manifest;
+    let thresholds_origin = match manifest.thresholds_for(config.policy.coverage) {
+        Some(_) => format!("calibrated (manifest, coverage {})", config.policy.coverage),
+        None => {
+            let samples = 512;
+            let th = tokio::task::block_in_place(|| warm_up_thresholds(&config, samples, options.seed))?;
+            config.policy.thresholds = Some(th);
+            format!(
+                "manifest has none for coverage {}: fitted on {samples} synthetic warm-up records",
+                config.policy.coverage
+            )
+        }
+    };
+
+    // Input: good records round-robin over partitions (keyed by utterance), bad ones at the end.
+    let mut synth = SyntheticFeatures::new(manifest.feature_dims, options.seed);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut messages: Vec<KeyedPayload> = (0..options.records)
+        .map(|_| {
+            let (id, bytes) = synth.encoded(now_ms, &Framing::SingleObject);
+            (Some(id.into_bytes()), bytes)
+        })
+        .collect();
+    let bad = bad_messages(manifest.feature_dims, options.seed);
+    messages.extend(bad.iter().map(|b| (None, b.payload.clone())));
+    cluster::produce_all(&brokers, &config.kafka.topics.input, &messages, &[]).await?;
+    let expected = messages.len() as u64;
+
+    let config = Arc::new(config);
+    let metrics = Arc::new(Metrics::new()?);
+    let (trigger, listener) = shutdown::channel();
+    let ctx = StageContext {
+        config: Arc::clone(&config),
+        metrics: Arc::clone(&metrics),
+        health: Health::new(),
+        shutdown: listener,
+    };
+    let infer = tokio::task::block_in_place(|| InferStage::new(ctx.clone()))?;
+    let policy_thresholds = *infer.policy().thresholds();
+    let model = infer.policy().model_version().to_string();
+    let provider = infer.provider().to_string();
+
+    let mut others = extra(&ctx);
+    let infer_handle = tokio::spawn(infer.run());
+    let watcher = {
+        let metrics = Arc::clone(&metrics);
+        let trigger = trigger.clone();
+        let deadline = Duration::from_secs(120) + Duration::from_millis(20 * expected);
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            while metrics.records_out() < expected && t0.elapsed() < deadline {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let done = t0.elapsed();
+            // Give the other stages (archive) a moment to see the last outputs, then stop.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            trigger.trigger();
+            done
+        })
+    };
+    let other_outcomes = if others.is_empty() {
+        Vec::new()
+    } else {
+        stage::run_together(std::mem::take(&mut others), trigger.clone()).await
+    };
+    let elapsed = watcher.await.map_err(|e| PipelineError::Fatal(format!("watcher failed: {e}")))?;
+    let report =
+        infer_handle.await.map_err(|e| PipelineError::Fatal(format!("infer stage panicked: {e}")))??;
+    if metrics.records_out() < expected {
+        return Err(PipelineError::Fatal(format!(
+            "demo timed out: {} of {expected} records handled",
+            metrics.records_out()
+        )));
+    }
+
+    let topics = &config.kafka.topics;
+    let outputs: Vec<ReadBack> = tokio::task::block_in_place(|| {
+        cluster::read_back(
+            &brokers,
+            &[&topics.accepted, &topics.rejected, &topics.dlq],
+            options.partitions,
+            expected as usize,
+            Duration::from_millis(300),
+            Duration::from_secs(30),
+        )
+    })?;
+    let mut read_back: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let mut duplicates = 0;
+    for o in &outputs {
+        *read_back.entry(o.topic.clone()).or_default() += 1;
+        if let Some(input) = o.headers.get(super::router::HEADER_INPUT) {
+            if !seen.insert(input.clone()) {
+                duplicates += 1;
+            }
+        }
+    }
+    drop(mock);
+    Ok(DemoSummary {
+        options,
+        model,
+        provider,
+        thresholds: policy_thresholds,
+        thresholds_origin,
+        bad_sent: bad.len(),
+        seconds: elapsed.as_secs_f64(),
+        report,
+        read_back,
+        duplicates,
+        other_stages: other_outcomes,
+    })
+}

@@ -1,0 +1,417 @@
+//! Telemetry: `tracing` logs (pretty or JSON), the Prometheus metrics of DESIGN §8 and a small
+//! HTTP server for `/metrics`, `/healthz` and `/readyz`.
+//!
+//! Metrics live in one [`Metrics`] value created per process (not in globals), so tests can run
+//! several pipelines side by side and read their own counters. All names carry the `emogate_`
+//! prefix; dead letters are labelled by the stable reason codes of the codec (plus the
+//! pipeline's own `empty_value` and `inference_failed`), which dashboards and alerts match on.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use prometheus::{
+    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+use crate::attribute::Attribute;
+use crate::config::LogFormat;
+
+/// Errors of telemetry set-up.
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("metric registration failed: {0}")]
+    Metric(#[from] prometheus::Error),
+    #[error("cannot listen on {addr} for /metrics: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("invalid log filter `{filter}`: {reason}")]
+    Filter { filter: String, reason: String },
+}
+
+/// Installs the global `tracing` subscriber. `RUST_LOG` wins over `level` when set. Calling it
+/// twice is harmless (the second call keeps the first subscriber), which tests rely on.
+pub fn init_tracing(format: LogFormat, level: &str) -> Result<(), TelemetryError> {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.trim().is_empty() => EnvFilter::try_new(&env)
+            .map_err(|e| TelemetryError::Filter { filter: env.clone(), reason: e.to_string() })?,
+        _ => EnvFilter::try_new(level)
+            .map_err(|e| TelemetryError::Filter { filter: level.to_string(), reason: e.to_string() })?,
+    };
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _already_set = match format {
+        LogFormat::Pretty => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).try_init(),
+    };
+    Ok(())
+}
+
+/// Number of recent records the rolling-coverage gauge averages over.
+pub const COVERAGE_WINDOW: usize = 1000;
+
+/// Every metric of the service (DESIGN §8).
+pub struct Metrics {
+    registry: Registry,
+    pub records_consumed: IntCounter,
+    pub records_accepted: IntCounter,
+    pub records_rejected: IntCounter,
+    pub records_dead_lettered: IntCounterVec,
+    pub batches: IntCounter,
+    pub batch_size: Histogram,
+    pub inference_seconds: Histogram,
+    pub end_to_end_latency_seconds: Histogram,
+    pub entropy: HistogramVec,
+    pub rolling_coverage: Gauge,
+    pub target_coverage: Gauge,
+    pub consumer_lag: IntGaugeVec,
+    pub transactions_aborted: IntCounter,
+    pub rewinds: IntCounter,
+    pub paused: IntGauge,
+    pub execution_provider: IntGaugeVec,
+    pub archive_files: IntCounter,
+    pub archive_rows: IntCounter,
+    pub archive_bytes: IntCounter,
+    coverage_window: Mutex<CoverageWindow>,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Result<Metrics, TelemetryError> {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| -> Result<IntCounter, TelemetryError> {
+            let c = IntCounter::new(name, help)?;
+            registry.register(Box::new(c.clone()))?;
+            Ok(c)
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| -> Result<Histogram, TelemetryError> {
+            let h = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))?;
+            registry.register(Box::new(h.clone()))?;
+            Ok(h)
+        };
+        let latency_buckets =
+            vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+        let entropy = HistogramVec::new(
+            HistogramOpts::new(
+                "emogate_entropy_nats",
+                "Soft-label entropy per attribute (nats; max ln 7 = 1.95)",
+            )
+            .buckets((1..=20).map(|i| f64::from(i) * 0.1).collect()),
+            &["attribute"],
+        )?;
+        registry.register(Box::new(entropy.clone()))?;
+        let dead = IntCounterVec::new(
+            Opts::new(
+                "emogate_records_dead_lettered_total",
+                "Records sent to the dead-letter topic, by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(dead.clone()))?;
+        let lag = IntGaugeVec::new(
+            Opts::new("emogate_consumer_lag", "Consumer lag in records (librdkafka statistics)"),
+            &["topic", "partition"],
+        )?;
+        registry.register(Box::new(lag.clone()))?;
+        let provider = IntGaugeVec::new(
+            Opts::new("emogate_execution_provider", "1 for the execution provider the model runs on"),
+            &["provider"],
+        )?;
+        registry.register(Box::new(provider.clone()))?;
+        let rolling = Gauge::new(
+            "emogate_rolling_coverage",
+            "Fraction of the last 1000 predictions that were accepted; alert when it drifts from the target",
+        )?;
+        registry.register(Box::new(rolling.clone()))?;
+        let target = Gauge::new("emogate_target_coverage", "Coverage the thresholds were calibrated for")?;
+        registry.register(Box::new(target.clone()))?;
+        let paused =
+            IntGauge::new("emogate_consumer_paused", "1 while the consumer is paused for backpressure")?;
+        registry.register(Box::new(paused.clone()))?;
+        Ok(Metrics {
+            records_consumed: counter("emogate_records_consumed_total", "Input records consumed")?,
+            records_accepted: counter(
+                "emogate_records_accepted_total",
+                "Predictions produced to the accepted topic",
+            )?,
+            records_rejected: counter(
+                "emogate_records_rejected_total",
+                "Predictions produced to the rejected topic",
+            )?,
+            records_dead_lettered: dead,
+            batches: counter("emogate_batches_total", "Micro-batches completed")?,
+            batch_size: histogram(
+                "emogate_batch_size",
+                "Records per micro-batch sent to the model",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0],
+            )?,
+            inference_seconds: histogram(
+                "emogate_inference_seconds",
+                "Model run time per batch (ONNX Runtime)",
+                latency_buckets.clone(),
+            )?,
+            end_to_end_latency_seconds: histogram(
+                "emogate_end_to_end_latency_seconds",
+                "Input message timestamp to output acknowledged",
+                latency_buckets,
+            )?,
+            entropy,
+            rolling_coverage: rolling,
+            target_coverage: target,
+            consumer_lag: lag,
+            transactions_aborted: counter(
+                "emogate_transactions_aborted_total",
+                "Exactly-once transactions aborted (their input is replayed)",
+            )?,
+            rewinds: counter(
+                "emogate_rewinds_total",
+                "Times in-flight work was discarded and the input re-read",
+            )?,
+            paused,
+            execution_provider: provider,
+            archive_files: counter(
+                "emogate_archive_files_total",
+                "Parquet files written by the archive stage",
+            )?,
+            archive_rows: counter("emogate_archive_rows_total", "Rows written by the archive stage")?,
+            archive_bytes: counter(
+                "emogate_archive_bytes_total",
+                "Bytes of Parquet written by the archive stage",
+            )?,
+            coverage_window: Mutex::new(CoverageWindow::new(COVERAGE_WINDOW)),
+            registry,
+        })
+    }
+
+    /// The registry, for stages that add metrics of their own.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// Records one published prediction's decision and entropies.
+    pub fn observe_prediction(&self, accepted: bool, entropies: impl IntoIterator<Item = (Attribute, f32)>) {
+        if accepted {
+            self.records_accepted.inc();
+        } else {
+            self.records_rejected.inc();
+        }
+        for (a, h) in entropies {
+            self.entropy.with_label_values(&[a.as_str()]).observe(f64::from(h));
+        }
+        let coverage = {
+            let mut window = self.coverage_window.lock().unwrap_or_else(|p| p.into_inner());
+            window.push(accepted)
+        };
+        self.rolling_coverage.set(coverage);
+    }
+
+    /// Dead letters counted so far, all reasons together.
+    pub fn dead_lettered_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.records_dead_lettered
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// Input records fully handled: predictions produced plus dead letters.
+    pub fn records_out(&self) -> u64 {
+        self.records_accepted.get() + self.records_rejected.get() + self.dead_lettered_total()
+    }
+
+    /// Dead letters counted so far for `reason`.
+    pub fn dead_lettered(&self, reason: &str) -> u64 {
+        self.records_dead_lettered.with_label_values(&[reason]).get()
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// Fixed-size ring of recent decisions.
+#[derive(Debug)]
+struct CoverageWindow {
+    slots: Vec<bool>,
+    next: usize,
+    filled: usize,
+    accepted: usize,
+}
+
+impl CoverageWindow {
+    fn new(size: usize) -> CoverageWindow {
+        CoverageWindow { slots: vec![false; size.max(1)], next: 0, filled: 0, accepted: 0 }
+    }
+
+    fn push(&mut self, accepted: bool) -> f64 {
+        if self.filled == self.slots.len() {
+            self.accepted -= usize::from(self.slots[self.next]);
+        } else {
+            self.filled += 1;
+        }
+        self.slots[self.next] = accepted;
+        self.accepted += usize::from(accepted);
+        self.next = (self.next + 1) % self.slots.len();
+        self.accepted as f64 / self.filled as f64
+    }
+}
+
+/// Liveness and readiness inputs (DESIGN §8: ready = model loaded, broker reachable, assigned).
+#[derive(Debug, Default)]
+pub struct Health {
+    pub model_loaded: AtomicBool,
+    pub broker_reachable: AtomicBool,
+    /// Partitions currently assigned to the infer stage's consumer.
+    pub assigned_partitions: AtomicI64,
+}
+
+impl Health {
+    pub fn new() -> Arc<Health> {
+        Arc::new(Health::default())
+    }
+
+    /// `Ok` when ready, otherwise what is missing.
+    pub fn readiness(&self) -> Result<(), String> {
+        let mut missing = Vec::new();
+        if !self.model_loaded.load(Ordering::Relaxed) {
+            missing.push("model not loaded");
+        }
+        if !self.broker_reachable.load(Ordering::Relaxed) {
+            missing.push("broker not reachable");
+        }
+        if self.assigned_partitions.load(Ordering::Relaxed) <= 0 {
+            missing.push("no partitions assigned");
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join(", "))
+        }
+    }
+}
+
+/// Binds `addr` and serves `/metrics`, `/healthz`, `/readyz` until `shutdown` fires. Returns
+/// the bound address (useful with port 0) and the server task.
+pub async fn serve_http(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    mut shutdown: crate::pipeline::Shutdown,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), TelemetryError> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| TelemetryError::Bind { addr, source })?;
+    let bound = listener.local_addr().map_err(|source| TelemetryError::Bind { addr, source })?;
+    let task = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.wait() => return,
+                accepted = listener.accept() => accepted,
+            };
+            let Ok((stream, _)) = accepted else { continue };
+            let metrics = Arc::clone(&metrics);
+            let health = Arc::clone(&health);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                    let response = respond(req.uri().path(), &metrics, &health);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                if let Err(e) = hyper::server::conn::http1::Builder::new().serve_connection(io, service).await
+                {
+                    tracing::debug!(error = %e, "telemetry connection ended with an error");
+                }
+            });
+        }
+    });
+    Ok((bound, task))
+}
+
+fn respond(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    let (status, content_type, body) = match path {
+        "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" => match health.readiness() {
+            Ok(()) => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+            Err(missing) => {
+                (StatusCode::SERVICE_UNAVAILABLE, "text/plain", format!("not ready: {missing}\n"))
+            }
+        },
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+    };
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(hyper::header::CONTENT_TYPE, hyper::header::HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn coverage_window_averages_the_most_recent_decisions() {
+        let mut w = CoverageWindow::new(4);
+        assert_eq!(w.push(true), 1.0);
+        assert_eq!(w.push(false), 0.5);
+        w.push(false);
+        assert_eq!(w.push(false), 0.25);
+        assert_eq!(w.push(false), 0.0, "the first (accepted) decision fell out of the window");
+        assert_eq!(w.push(true), 0.25);
+    }
+
+    #[test]
+    fn metrics_render_with_design_names() {
+        let m = Metrics::new().unwrap();
+        m.records_consumed.inc_by(3);
+        m.records_dead_lettered.with_label_values(&["non_finite"]).inc();
+        m.observe_prediction(true, [(Attribute::Valence, 0.5)]);
+        m.observe_prediction(false, [(Attribute::Valence, 1.5)]);
+        let text = m.render();
+        for name in [
+            "emogate_records_consumed_total 3",
+            "emogate_records_accepted_total 1",
+            "emogate_records_rejected_total 1",
+            "emogate_records_dead_lettered_total{reason=\"non_finite\"} 1",
+            "emogate_entropy_nats_count{attribute=\"valence\"} 2",
+            "emogate_rolling_coverage 0.5",
+        ] {
+            assert!(text.contains(name), "missing `{name}` in\n{text}");
+        }
+        assert_eq!(m.dead_lettered("non_finite"), 1);
+        assert_eq!(m.dead_lettered("truncated"), 0);
+        m.records_dead_lettered.with_label_values(&["truncated"]).inc_by(2);
+        assert_eq!(m.dead_lettered_total(), 3);
+        assert_eq!(m.records_out(), 5);
+    }
+
+    #[test]
+    fn readiness_lists_what_is_missing() {
+        let h = Health::default();
+        assert_eq!(
+            h.readiness().unwrap_err(),
+            "model not loaded, broker not reachable, no partitions assigned"
+        );
+        h.model_loaded.store(true, Ordering::Relaxed);
+        h.broker_reachable.store(true, Ordering::Relaxed);
+        h.assigned_partitions.store(2, Ordering::Relaxed);
+        assert!(h.readiness().is_ok());
+    }
+}

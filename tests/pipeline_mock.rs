@@ -1,0 +1,164 @@
+//! Infer-stage flow tests on librdkafka's in-process mock cluster: N records in → exactly N
+//! answers out (predictions + dead letters), checked by an independent consumer
+//! (confluent-kafka + fastavro), in both delivery modes; restart mid-stream; a failed
+//! transaction rewinds without losing input.
+//!
+//! Two gaps of the mock cluster shape what runs here:
+//! * it shows aborted transactional records to `read_committed` readers (like Tansu 0.6), so
+//!   the abort test checks for loss only;
+//! * its TxnOffsetCommit handler acknowledges offsets without storing them (librdkafka
+//!   `rdkafka_mock_handlers.c`), so an exactly-once *restart* re-reads from the start here;
+//!   that case runs against Tansu in `pipeline_broker.rs`.
+
+mod common;
+mod pipeline_support;
+
+use std::time::Duration;
+
+use emogate::config::DeliveryMode;
+use emogate::pipeline::cluster;
+use emogate::pipeline::router::{HEADER_ERROR, HEADER_ERROR_DETAIL, HEADER_INPUT, HEADER_MODEL};
+use rdkafka::mocking::MockCluster;
+use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+use pipeline_support::*;
+
+const GOOD: usize = 240;
+const TIMEOUT: Duration = Duration::from_secs(120);
+
+struct Mock {
+    mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    brokers: String,
+}
+
+fn mock_with_topics(topics: &emogate::config::TopicsConfig) -> Mock {
+    let mock = MockCluster::new(1).unwrap();
+    cluster::create_topics(&mock, topics, PARTITIONS).unwrap();
+    let brokers = mock.bootstrap_servers();
+    Mock { mock, brokers }
+}
+
+async fn n_in_n_out(mode: DeliveryMode, tag: &str) {
+    let topics = unique_topics(tag);
+    let m = mock_with_topics(&topics);
+    let (messages, bad) = input_messages(GOOD, 11);
+    cluster::produce_all(&m.brokers, &topics.input, &messages, &[]).await.unwrap();
+
+    let stage = start(test_config(&m.brokers, &topics, &format!("g-{tag}"), mode));
+    let metrics = stage.metrics.clone();
+    wait_for("all records answered", TIMEOUT, || metrics.records_out() >= messages.len() as u64).await;
+    let report = stage.stop().await;
+
+    assert_eq!(report.predictions as usize, GOOD);
+    assert_eq!(report.accepted + report.rejected, report.predictions);
+    assert!(
+        report.accepted > 0 && report.rejected > 0,
+        "the thresholds should split the fixture's outputs: {report:?}"
+    );
+    assert_eq!(report.dead_lettered_total() as usize, bad.len());
+    assert_eq!(metrics.records_consumed.get() as usize, messages.len());
+    for b in &bad {
+        assert_eq!(metrics.dead_lettered(b.expected_reason), 1, "metric for {}", b.expected_reason);
+    }
+    assert_eq!(metrics.records_out() as usize, messages.len(), "nothing counted twice");
+
+    // Our own read-back: headers and keys as the contract says.
+    let outputs = tokio::task::block_in_place(|| {
+        cluster::read_back(
+            &m.brokers,
+            &[&topics.accepted, &topics.rejected, &topics.dlq],
+            PARTITIONS,
+            messages.len(),
+            Duration::from_millis(300),
+            Duration::from_secs(30),
+        )
+    })
+    .unwrap();
+    assert_eq!(outputs.len(), messages.len());
+    let model_ref =
+        emogate::model::Manifest::load(&common::repo_root().join("models/fixture")).unwrap().model_ref();
+    for o in &outputs {
+        let input = o.headers.get(HEADER_INPUT).expect("emogate.input header");
+        assert!(input.starts_with(&format!("{}/", topics.input)), "{input}");
+        if o.topic == topics.dlq {
+            assert!(o.headers.contains_key(HEADER_ERROR) && o.headers.contains_key(HEADER_ERROR_DETAIL));
+        } else {
+            assert_eq!(o.headers.get(HEADER_MODEL), Some(&model_ref), "{:?}", o.headers);
+            assert!(o.key.as_deref().is_some_and(|k| k.starts_with(b"synth-")), "keyed by the input key");
+        }
+    }
+
+    // The independent read-back.
+    let v = python_read_back(&m.brokers, &topics, messages.len());
+    assert_complete(&v, GOOD, &bad, false);
+    drop(m.mock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_at_least_once_n_in_n_out_with_dead_letters() {
+    n_in_n_out(DeliveryMode::AtLeastOnce, "alo").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_exactly_once_n_in_n_out_with_dead_letters() {
+    n_in_n_out(DeliveryMode::ExactlyOnce, "eos").await;
+}
+
+/// Stop after part of the stream, start again in the same group: nothing lost, and with a
+/// graceful stop nothing duplicated either (everything produced was committed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_restart_mid_stream_at_least_once() {
+    let (mode, tag) = (DeliveryMode::AtLeastOnce, "restart-alo");
+    let topics = unique_topics(tag);
+    let m = mock_with_topics(&topics);
+    let (messages, bad) = input_messages(GOOD, 12);
+    cluster::produce_all(&m.brokers, &topics.input, &messages, &[]).await.unwrap();
+    let group = format!("g-{tag}");
+
+    let mut config = test_config(&m.brokers, &topics, &group, mode);
+    config.batch.max_records = 8;
+    let first = start(config.clone());
+    let metrics = first.metrics.clone();
+    wait_for("a third of the records", TIMEOUT, || metrics.records_out() >= (GOOD / 3) as u64).await;
+    let r1 = first.stop().await;
+    assert!((r1.predictions as usize) < GOOD, "the first run must stop mid-stream: {r1:?}");
+
+    let second = start(config);
+    let metrics2 = second.metrics.clone();
+    let total = messages.len() as u64;
+    let first_out = r1.predictions + r1.dead_lettered_total();
+    wait_for("the rest", TIMEOUT, || first_out + metrics2.records_out() >= total).await;
+    second.stop().await;
+
+    let v = python_read_back(&m.brokers, &topics, messages.len());
+    assert_complete(&v, GOOD, &bad, false);
+}
+
+/// Produce requests fail for a while: transactions abort, the source rewinds, and every
+/// record is still answered once the broker recovers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_failed_transactions_rewind_and_lose_nothing() {
+    let topics = unique_topics("abort");
+    let m = mock_with_topics(&topics);
+    let (messages, bad) = input_messages(GOOD, 13);
+    cluster::produce_all(&m.brokers, &topics.input, &messages, &[]).await.unwrap();
+
+    let mut config = test_config(&m.brokers, &topics, "g-abort", DeliveryMode::ExactlyOnce);
+    config.batch.max_records = 16;
+    let stage = start(config);
+    let metrics = stage.metrics.clone();
+    wait_for("some output", TIMEOUT, || metrics.records_out() >= 32).await;
+    m.mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3]);
+    wait_for("an aborted transaction", TIMEOUT, || metrics.transactions_aborted.get() >= 1).await;
+    assert!(metrics.rewinds.get() >= 1);
+    wait_for("all records answered", TIMEOUT, || {
+        metrics.records_accepted.get() + metrics.records_rejected.get() >= GOOD as u64
+            && metrics.dead_lettered_total() >= bad.len() as u64
+    })
+    .await;
+    stage.stop().await;
+
+    let v = python_read_back(&m.brokers, &topics, messages.len());
+    // Aborted records are visible on the mock cluster: check loss, not duplicates.
+    assert_complete(&v, GOOD, &bad, true);
+}
