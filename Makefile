@@ -31,7 +31,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TANSU := $(CACHE)/bin/tansu
 export EMOGATE_TANSU ?= $(TANSU)
 
-.PHONY: deps system-deps build demo test test-slow bench lint fixture-model clean-cache
+.PHONY: deps system-deps build demo test test-deploy test-slow bench lint fixture-model clean-cache
 
 ## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
 ## test references and the Tansu test broker into .cache/
@@ -68,6 +68,11 @@ demo: build
 ## test: the fast suite (unit, property, cross-implementation, ORT parity, mock-cluster pipeline)
 test: deps
 	cargo test $(CARGO_FLAGS) -- --skip broker_
+	$(PY) scripts/test_deploy.py
+
+## test-deploy: Dockerfiles, Helm chart, dashboard and alert rules only (offline, seconds)
+test-deploy: $(PY_STAMP)
+	$(PY) scripts/test_deploy.py
 
 ## test-slow: `make test` plus the pipeline against a real Kafka-protocol broker (Tansu on
 ## 127.0.0.1, or EMOGATE_TEST_BROKERS=host:port; with an external Kafka also run the ignored

@@ -9,6 +9,8 @@
 //! | [`codec`] | Avro schemas, wire framing (Confluent / single-object / raw), fast feature decoding, prediction encoding | pure |
 //! | [`uncertainty`] | soft labels, entropy, CCC, coverage curves, uncertainty quintiles | pure |
 //! | [`model`] | ONNX Runtime: library discovery and loading, manifest, execution provider choice, session pool, batch inference | ORT |
+//! | [`bench`] | raw inference throughput and peak memory for `emogate bench` | ORT |
+//! | [`archive`] | archive stage: predictions → hive-partitioned Parquet (row buffers, roll policy, durable sink, Kafka consumer) | files, Kafka |
 //! | [`config`] | typed configuration: TOML file + `EMOGATE_*` environment overrides | files |
 //! | [`policy`] | reject policy: calibrated thresholds, UTL source mapping, record decision | pure |
 //! | [`pipeline`] | the streaming infer stage: source, batcher, inference hand-off, router, delivery, offsets | Kafka |
@@ -17,7 +19,9 @@
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here
 //! returns its own `thiserror` enum so callers can match on what went wrong.
 
+pub mod archive;
 pub mod attribute;
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod model;

@@ -1,13 +1,15 @@
 //! emogate command line (DESIGN §3). Parsing and wiring only; the work is in the library.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use emogate::bench::{peak_rss_mb, raw_inference, RawBenchConfig};
 use emogate::codec::Framing;
 use emogate::config::{Config, DeliveryMode};
+use emogate::model::{LoadedModel, ModelOptions, ProviderChoice};
 use emogate::pipeline::demo::{self, DemoOptions};
 use emogate::pipeline::produce::{self, ProduceOptions, RecordSource};
 use emogate::pipeline::stage::{self, StageContext, StageFuture};
@@ -71,6 +73,31 @@ enum Command {
         #[arg(long = "property", short = 'X', value_parser = parse_property)]
         properties: Vec<(String, String)>,
     },
+    /// Measures inference throughput and prints one JSON object (DESIGN §3).
+    Bench(BenchArgs),
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Model directory (default: models/default if present, else models/fixture).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, default_value_t = 2048)]
+    records: usize,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Inference workers (sessions); each runs `threads` intra-op threads.
+    #[arg(long, default_value_t = 1)]
+    workers: usize,
+    /// Intra-op threads per session (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    #[arg(long, value_enum, default_value_t = ProviderChoice::Auto)]
+    execution_provider: ProviderChoice,
+    /// Also run scripts/ort_bench.py (plain Python onnxruntime) with this interpreter on the
+    /// same model, batch and threads in this run, and report the ratio.
+    #[arg(long)]
+    python_reference: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,6 +155,10 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Serve { config, stage } => serve(config, stage),
+        Command::Bench(args) => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn")?;
+            bench(args)
+        }
         Command::Produce { brokers, topic, corpus, synthetic, rate, dims, seed, schema_id, properties } => {
             telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
             let source = match (corpus, synthetic) {
@@ -206,4 +237,58 @@ fn serve(config_path: Option<PathBuf>, stage: StageChoice) -> Result<()> {
         }
         Ok(())
     })
+}
+
+fn bench(args: BenchArgs) -> Result<()> {
+    let model_dir = args.model.clone().unwrap_or_else(|| DemoOptions::default().model_dir);
+    let loaded =
+        LoadedModel::load(&model_dir).with_context(|| format!("loading model {}", model_dir.display()))?;
+    let options = ModelOptions {
+        provider: args.execution_provider,
+        intra_threads: args.threads,
+        ..ModelOptions::default()
+    };
+    let config =
+        RawBenchConfig { batch: args.batch, records: args.records, workers: args.workers, options, seed: 7 };
+    let raw = raw_inference(&loaded, &config).context("raw inference benchmark")?;
+    let mut report = serde_json::json!({
+        "model": loaded.manifest.model_ref(),
+        "raw_records_per_sec": raw.records_per_sec,
+        "raw_batch_p50_ms": raw.batch_p50_ms,
+        "raw_batch_p99_ms": raw.batch_p99_ms,
+        "records": raw.records,
+        "batch": args.batch,
+        "workers": args.workers,
+        "threads": args.threads,
+        "mc_samples": loaded.manifest.mc_samples,
+        "execution_provider": raw.execution_provider,
+        "peak_rss_mb": peak_rss_mb(),
+    });
+    if let Some(python) = &args.python_reference {
+        let reference = python_reference(python, &model_dir, &args, loaded.manifest.feature_dims)?;
+        let rate = reference["records_per_sec"].as_f64().context("reference printed no records_per_sec")?;
+        report["python_onnxruntime_records_per_sec"] = rate.into();
+        report["raw_to_python_ratio"] = (raw.records_per_sec / rate).into();
+    }
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+/// Runs `scripts/ort_bench.py` with the same model, batch, thread count and record count.
+fn python_reference(
+    python: &Path,
+    model_dir: &Path,
+    args: &BenchArgs,
+    dims: usize,
+) -> Result<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/ort_bench.py");
+    let out = std::process::Command::new(python)
+        .arg(script)
+        .args(["--model", &model_dir.display().to_string()])
+        .args(["--batch", &args.batch.to_string(), "--threads", &args.threads.to_string()])
+        .args(["--records", &args.records.to_string(), "--dims", &dims.to_string()])
+        .output()
+        .with_context(|| format!("running {}", python.display()))?;
+    anyhow::ensure!(out.status.success(), "ort_bench.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).context("parsing ort_bench.py output")
 }

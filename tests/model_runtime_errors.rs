@@ -23,3 +23,18 @@ fn a_file_that_is_not_onnx_runtime_is_refused_without_a_panic() {
     assert!(matches!(err, ModelError::RuntimeLoad { .. }), "{err}");
     assert!(err.to_string().contains(ORT_VERSION), "{err}");
 }
+
+#[test]
+fn a_pool_with_an_unloadable_runtime_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = emogate::model::ModelOptions {
+        ort_library: Some(dir.path().join("missing.so")),
+        ..Default::default()
+    };
+    let model = emogate::model::LoadedModel::load(
+        &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fixture"),
+    )
+    .unwrap();
+    let err = emogate::model::ModelPool::new(&model, &options, 1, 1).err().expect("must fail");
+    assert!(matches!(err, ModelError::RuntimeNotFound { .. }), "{err}");
+}

@@ -52,6 +52,9 @@ impl ModelPool {
         queue_capacity: usize,
     ) -> Result<ModelPool, ModelError> {
         let workers = workers.max(1);
+        // Every ort call needs the runtime loaded first (ort would otherwise try its own
+        // default library path and panic).
+        super::runtime::ensure_runtime(options.ort_library.as_deref())?;
         let prepacked = PrepackedWeights::new();
         let sessions = (0..workers)
             .map(|_| InferenceSession::new(model, options, Some(&prepacked)))

@@ -1,0 +1,220 @@
+//! Where finished files go: [`ArchiveSink`] and the local-filesystem [`LocalFsSink`].
+//!
+//! The sink gets a complete file as bytes and a `/`-separated key (`dt=…/hour=…/name.parquet`).
+//! Whole-object puts are what object stores offer natively (a single PUT, or a multipart
+//! upload completed at the end, is atomic and durable when acknowledged), so an S3/GCS/Azure
+//! sink implements the same trait with the same guarantees and no temp-file dance; the
+//! archive's file size is bounded by the roll policy, so holding one file in memory is fine.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A put that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// A filesystem operation failed.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done (`create directory`, `write`, `fsync`, `rename`, …).
+        op: &'static str,
+        /// The path it was done to.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// A key that is not a relative path of plain components.
+    #[error(
+        "invalid archive key {0:?}: expected a relative `/`-separated path without `.`, `..` or empty parts"
+    )]
+    InvalidKey(String),
+}
+
+/// Durable, atomic storage for finished archive files.
+///
+/// Contract of [`ArchiveSink::put`]:
+/// - when it returns `Ok`, the object is durable: it survives a crash or power loss;
+/// - readers see either nothing (or the previous object) at `key`, or the complete new one —
+///   never a partial file;
+/// - putting an existing key replaces it (a replay rewrites the same file);
+/// - on `Err`, nothing partial is visible under `key`.
+pub trait ArchiveSink: Send + Sync {
+    /// Stores `data` as `key`.
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError>;
+
+    /// Where `key` is (a path or URL), for logs and summaries.
+    fn location(&self, key: &str) -> String;
+}
+
+/// Files under a local directory (or a mounted volume).
+///
+/// `put` writes a hidden temporary file next to the target (`.{name}.{pid}-{n}.tmp`), fsyncs
+/// it, renames it over the target (atomic on POSIX filesystems), then fsyncs the directory so
+/// the rename itself is durable. Directories it creates are fsynced into their parents.
+/// Temporary names start with `.` and end with `.tmp`, so DuckDB's `*.parquet` globs,
+/// pyarrow and Spark (which skip hidden files) never read them; one left by a crash is
+/// garbage, not data, and may be deleted.
+#[derive(Debug)]
+pub struct LocalFsSink {
+    root: PathBuf,
+    seq: AtomicU64,
+}
+
+impl LocalFsSink {
+    /// A sink writing under `root` (created on the first put if missing).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        LocalFsSink { root: root.into(), seq: AtomicU64::new(0) }
+    }
+
+    /// The archive root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Splits and checks a key.
+    fn components(key: &str) -> Result<Vec<&str>, SinkError> {
+        let parts: Vec<&str> = key.split('/').collect();
+        let plain =
+            |p: &&str| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\\') && !p.contains('\0');
+        if parts.iter().all(plain) {
+            Ok(parts)
+        } else {
+            Err(SinkError::InvalidKey(key.to_string()))
+        }
+    }
+
+    /// Creates `dir` (under the root) one level at a time, fsyncing each new entry's parent.
+    fn ensure_dirs(&self, dirs: &[&str]) -> Result<PathBuf, SinkError> {
+        if !self.root.is_dir() {
+            fs::create_dir_all(&self.root).map_err(io_err("create directory", &self.root))?;
+        }
+        let mut path = self.root.clone();
+        for part in dirs {
+            let parent = path.clone();
+            path.push(part);
+            match fs::create_dir(&path) {
+                Ok(()) => sync_dir(&parent)?,
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
+                Err(e) => return Err(io_err("create directory", &path)(e)),
+            }
+        }
+        Ok(path)
+    }
+}
+
+impl ArchiveSink for LocalFsSink {
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
+        let parts = Self::components(key)?;
+        let (name, dirs) = parts.split_last().ok_or_else(|| SinkError::InvalidKey(key.to_string()))?;
+        let dir = self.ensure_dirs(dirs)?;
+        let target = dir.join(name);
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let temp = dir.join(format!(".{name}.{}-{seq}.tmp", std::process::id()));
+
+        let written = write_durably(&temp, data)
+            .and_then(|()| fs::rename(&temp, &target).map_err(io_err("rename to final name", &target)));
+        if let Err(e) = written {
+            // Best effort: the temp file is invisible to readers either way.
+            let _ = fs::remove_file(&temp);
+            return Err(e);
+        }
+        sync_dir(&dir)
+    }
+
+    fn location(&self, key: &str) -> String {
+        self.root.join(key).display().to_string()
+    }
+}
+
+/// Writes `data` to a new file at `path` and fsyncs it.
+fn write_durably(path: &Path, data: &[u8]) -> Result<(), SinkError> {
+    let mut file =
+        OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err("create", path))?;
+    file.write_all(data).map_err(io_err("write", path))?;
+    file.sync_all().map_err(io_err("fsync", path))
+}
+
+/// Fsyncs a directory so entries created or renamed in it are durable.
+fn sync_dir(dir: &Path) -> Result<(), SinkError> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
+}
+
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SinkError + 'a {
+    move |source| SinkError::Io { op, path: path.to_path_buf(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_files(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![root.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    out.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn put_creates_directories_and_leaves_only_the_final_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = LocalFsSink::new(tmp.path().join("archive"));
+        sink.put("dt=2024-01-02/hour=03/t+0+5.parquet", b"first").unwrap();
+        sink.put("dt=2024-01-02/hour=03/t+1+0.parquet", b"other").unwrap();
+        assert_eq!(
+            all_files(sink.root()),
+            ["dt=2024-01-02/hour=03/t+0+5.parquet", "dt=2024-01-02/hour=03/t+1+0.parquet"]
+        );
+        let target = sink.root().join("dt=2024-01-02/hour=03/t+0+5.parquet");
+        assert_eq!(fs::read(&target).unwrap(), b"first");
+        assert_eq!(sink.location("dt=2024-01-02/hour=03/t+0+5.parquet"), target.display().to_string());
+    }
+
+    #[test]
+    fn put_replaces_an_existing_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = LocalFsSink::new(tmp.path());
+        sink.put("a/f.parquet", b"old contents, longer").unwrap();
+        sink.put("a/f.parquet", b"new").unwrap();
+        assert_eq!(fs::read(tmp.path().join("a/f.parquet")).unwrap(), b"new");
+        assert_eq!(all_files(tmp.path()), ["a/f.parquet"]);
+    }
+
+    #[test]
+    fn failed_put_reports_the_path_and_removes_its_temp_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = LocalFsSink::new(tmp.path());
+        // A directory where the file should go: the rename fails.
+        fs::create_dir_all(tmp.path().join("a/f.parquet/inner")).unwrap();
+        let err = sink.put("a/f.parquet", b"data").unwrap_err();
+        assert!(matches!(&err, SinkError::Io { op: "rename to final name", .. }), "{err}");
+        assert!(err.to_string().contains("f.parquet"), "{err}");
+        assert_eq!(all_files(tmp.path()), Vec::<String>::new(), "temp file left behind");
+
+        // A file where a directory should go.
+        fs::write(tmp.path().join("blocker"), b"").unwrap();
+        let err = sink.put("blocker/x.parquet", b"data").unwrap_err();
+        assert!(matches!(err, SinkError::Io { op: "create directory", .. }), "{err}");
+    }
+
+    #[test]
+    fn keys_cannot_escape_the_root() {
+        let tmp = tempfile::tempdir().unwrap();
+        let sink = LocalFsSink::new(tmp.path().join("root"));
+        for bad in ["", "/abs.parquet", "../up.parquet", "a/../b.parquet", "a//b.parquet", "a/./b", "a\\b"] {
+            assert!(matches!(sink.put(bad, b"x"), Err(SinkError::InvalidKey(_))), "{bad:?}");
+        }
+        assert!(!tmp.path().join("up.parquet").exists());
+    }
+}

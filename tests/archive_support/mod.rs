@@ -1,0 +1,134 @@
+//! Shared by the archive integration tests: sample predictions, their expected archive rows,
+//! and the Python read-back (`scripts/archive_readback.py`, pyarrow + DuckDB + pandas).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use emogate::attribute::{Attribute, PerAttribute, LIKERT_BINS};
+use emogate::codec::{encode_prediction, AttributePrediction, Decision, EmotionPrediction, Framing};
+use serde_json::{json, Map, Value};
+
+use crate::common;
+
+/// 2023-11-14T22:13:20Z.
+pub const T0_MS: i64 = 1_700_000_000_000;
+
+/// A prediction with values derived from `seed`, processed at `processed_at_ms`. Optional
+/// fields, decisions, sources and floats (including non-round ones) vary with the seed.
+pub fn prediction(seed: u64, processed_at_ms: i64) -> EmotionPrediction {
+    let f = |k: u64| {
+        let x = (seed.wrapping_mul(2_654_435_761).wrapping_add(k * 40_503)) % 1_000_003;
+        1.0 + 6.0 * (x as f32 / 1_000_003.0)
+    };
+    EmotionPrediction {
+        utterance_id: format!("utt-{seed:06}"),
+        speaker_id: (seed % 3 != 0).then(|| format!("spk-{}", seed % 7)),
+        source: (seed % 4 == 1).then(|| "msp-podcast".to_string()),
+        timestamp_ms: processed_at_ms - 1_500 - (seed as i64 % 997),
+        processed_at_ms,
+        model_version: "vae-er@1.0.0".to_string(),
+        decision: if seed % 5 < 3 { Decision::Accepted } else { Decision::Rejected },
+        attributes: PerAttribute::from_fn(|a| {
+            let k = a.index() as u64 * 100;
+            let mut distribution = [0.0f32; LIKERT_BINS];
+            for (b, d) in distribution.iter_mut().enumerate() {
+                *d = f(k + 10 + b as u64) / 42.0;
+            }
+            AttributePrediction {
+                value: f(k + 1),
+                consensus: f(k + 2),
+                distribution,
+                entropy: f(k + 3) / 3.6,
+                uncertainty_source: Attribute::ALL[((seed + k / 100) % 3) as usize],
+                accepted: (seed + k / 100) % 4 != 0,
+            }
+        }),
+    }
+}
+
+/// `prediction` in single-object framing, as the infer stage produces it.
+pub fn encode(p: &EmotionPrediction) -> Vec<u8> {
+    let mut out = Vec::new();
+    encode_prediction(p, &Framing::SingleObject, &mut out);
+    out
+}
+
+/// The archive row a reader should see for `p` at (topic, partition, offset), in the JSON
+/// form `archive_readback.py` prints (timestamps as epoch ms). `dt`/`hour` are left out: the
+/// read-back checks them against each row's own `processed_at`.
+pub fn expected_row(p: &EmotionPrediction, topic: &str, partition: i32, offset: i64) -> Map<String, Value> {
+    let mut row = Map::new();
+    row.insert("utterance_id".into(), json!(p.utterance_id));
+    row.insert("speaker_id".into(), json!(p.speaker_id));
+    row.insert("source".into(), json!(p.source));
+    row.insert("timestamp".into(), json!(p.timestamp_ms));
+    row.insert("processed_at".into(), json!(p.processed_at_ms));
+    row.insert("model_version".into(), json!(p.model_version));
+    row.insert("decision".into(), json!(p.decision.symbol()));
+    for (a, ap) in p.attributes.iter() {
+        let dist: Vec<f64> = ap.distribution.iter().map(|&x| f64::from(x)).collect();
+        row.insert(format!("{a}_value"), json!(f64::from(ap.value)));
+        row.insert(format!("{a}_consensus"), json!(f64::from(ap.consensus)));
+        row.insert(format!("{a}_distribution"), json!(dist));
+        row.insert(format!("{a}_entropy"), json!(f64::from(ap.entropy)));
+        row.insert(format!("{a}_uncertainty_source"), json!(ap.uncertainty_source.as_str()));
+        row.insert(format!("{a}_accepted"), json!(ap.accepted));
+    }
+    row.insert("kafka_topic".into(), json!(topic));
+    row.insert("kafka_partition".into(), json!(partition));
+    row.insert("kafka_offset".into(), json!(offset));
+    row
+}
+
+/// Runs the read-back script on `root`.
+pub fn readback(root: &Path) -> Value {
+    let out = common::run_python("scripts/archive_readback.py", &[root.to_str().expect("UTF-8 path")]);
+    serde_json::from_str(&out).expect("read-back printed JSON")
+}
+
+/// Rows of one reader without `dt`/`hour`, floats rounded to `f32` ([`floats_as_f32`]).
+pub fn rows_without_partition_columns(rows: &Value) -> Vec<Map<String, Value>> {
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            let Value::Object(mut r) = floats_as_f32(r.clone()) else { panic!("row is not an object: {r}") };
+            r.remove("dt");
+            r.remove("hour");
+            r
+        })
+        .collect()
+}
+
+/// Every regular file under `root`, relative, `/`-separated, with its bytes.
+pub fn files(root: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack: Vec<PathBuf> = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(root).expect("under root").to_string_lossy().replace('\\', "/");
+                out.insert(rel, std::fs::read(&path).expect("read file"));
+            }
+        }
+    }
+    out
+}
+
+/// Rounds every non-integer JSON number to `f32`. The archive stores `float`s; readers print
+/// them widened to double, and serde_json's default float parsing can be one double ULP off,
+/// which never changes the `f32` the number stands for.
+pub fn floats_as_f32(value: Value) -> Value {
+    match value {
+        Value::Number(n) if !(n.is_i64() || n.is_u64()) => {
+            json!(f64::from(n.as_f64().expect("finite number") as f32))
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(floats_as_f32).collect()),
+        Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, floats_as_f32(v))).collect()),
+        other => other,
+    }
+}
