@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::archive::ArchiveConfig;
 use crate::attribute::{Attribute, PerAttribute};
 use crate::model::{ModelOptions, ProviderChoice};
 
@@ -110,10 +111,8 @@ impl ModelConfig {
 pub struct KafkaConfig {
     /// `bootstrap.servers`.
     pub brokers: String,
-    /// Consumer group of the infer stage.
+    /// Consumer group of the infer stage (the archive stage's is `archive.group_id`).
     pub group_id: String,
-    /// Consumer group of the archive stage (separate, so each stage has its own offsets).
-    pub archive_group_id: String,
     /// `transactional.id` for exactly-once delivery. Unset: `{group_id}-{hostname}-{pid}`,
     /// unique per process. Set it to a stable per-replica value (e.g. the StatefulSet pod
     /// name) to fence a zombie of the same replica after a restart.
@@ -133,7 +132,6 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: "localhost:9092".into(),
             group_id: "emogate-infer".into(),
-            archive_group_id: "emogate-archive".into(),
             transactional_id: None,
             output_schema_id: None,
             input_schema_ids: Vec::new(),
@@ -370,24 +368,6 @@ impl Default for TelemetryConfig {
     }
 }
 
-/// `[archive]`: the archive stage's settings (its own module owns their meaning).
-#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ArchiveConfig {
-    /// Root directory of the hive-partitioned Parquet files.
-    pub root: PathBuf,
-    /// A file is rolled when it holds this many rows...
-    pub roll_rows: usize,
-    /// ...or its first row is this old.
-    pub roll_age_secs: u64,
-}
-
-impl Default for ArchiveConfig {
-    fn default() -> Self {
-        ArchiveConfig { root: PathBuf::from("archive"), roll_rows: 100_000, roll_age_secs: 300 }
-    }
-}
-
 /// `[shutdown]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -493,7 +473,6 @@ impl Config {
         for (key, value) in [
             ("kafka.brokers", &k.brokers),
             ("kafka.group_id", &k.group_id),
-            ("kafka.archive_group_id", &k.archive_group_id),
             ("kafka.topics.input", &k.topics.input),
             ("kafka.topics.accepted", &k.topics.accepted),
             ("kafka.topics.rejected", &k.topics.rejected),
@@ -503,9 +482,9 @@ impl Config {
                 return Err(invalid(key, "must not be empty"));
             }
         }
-        if k.group_id == k.archive_group_id {
+        if k.group_id == self.archive.group_id {
             return Err(invalid(
-                "kafka.archive_group_id",
+                "archive.group_id",
                 "must differ from kafka.group_id (the stages keep separate offsets)",
             ));
         }
@@ -562,12 +541,7 @@ impl Config {
                  service still waits for)",
             ));
         }
-        if self.archive.roll_rows == 0 {
-            return Err(invalid("archive.roll_rows", "must be at least 1"));
-        }
-        if self.archive.roll_age_secs == 0 {
-            return Err(invalid("archive.roll_age_secs", "must be positive"));
-        }
+        self.archive.validate().map_err(|e| invalid(&format!("archive.{}", e.field), e.problem))?;
         if self.shutdown.drain_deadline_ms == 0 {
             return Err(invalid("shutdown.drain_deadline_ms", "must be positive"));
         }
@@ -775,9 +749,10 @@ mod tests {
             "kafka.properties.\"enable.auto.commit\""
         );
         assert_eq!(
-            key_of(parse("[kafka]\narchive_group_id = \"emogate-infer\"", &[]).unwrap_err()),
-            "kafka.archive_group_id"
+            key_of(parse("[archive]\ngroup_id = \"emogate-infer\"", &[]).unwrap_err()),
+            "archive.group_id"
         );
+        assert_eq!(key_of(parse("[archive]\nroll_rows = 0", &[]).unwrap_err()), "archive.roll_rows");
         let err = parse("[policy]\ndecision = \"most\"", &[]).unwrap_err().to_string();
         assert!(err.contains("most"), "{err}");
     }

@@ -144,13 +144,23 @@ fn main() -> Result<()> {
                 Mode::AtLeastOnce => DeliveryMode::AtLeastOnce,
             };
             let summary = runtime()?
-                .block_on(demo::run_demo(options, Box::new(|_: &StageContext| Vec::new())))
+                .block_on(demo::run_demo(
+                    options,
+                    Box::new(|ctx: &StageContext| vec![("archive", stage::archive_stage(ctx))]),
+                ))
                 .context("demo failed")?;
             println!("{summary}");
             let expected = summary.options.records + summary.bad_sent;
             let read: usize = summary.read_back.values().sum();
             if read != expected || summary.duplicates > 0 {
                 bail!("read back {read} outputs for {expected} inputs ({} duplicates)", summary.duplicates);
+            }
+            if summary.archive_rows < summary.report.predictions {
+                bail!(
+                    "archive holds {} rows for {} predictions",
+                    summary.archive_rows,
+                    summary.report.predictions
+                );
             }
             Ok(())
         }
@@ -186,12 +196,6 @@ fn serve(config_path: Option<PathBuf>, stage: StageChoice) -> Result<()> {
     let config = Config::load(config_path.as_deref())?;
     telemetry::init_tracing(config.telemetry.log_format, &config.telemetry.log_level)?;
     tracing::info!(config = ?config, "configuration loaded");
-    if stage != StageChoice::Infer {
-        bail!(
-            "--stage {} needs the archive stage, which this build does not include; run --stage infer",
-            if stage == StageChoice::Both { "both" } else { "archive" }
-        );
-    }
     let rt = runtime()?;
     rt.block_on(async move {
         let (trigger, listener) = shutdown::channel();
@@ -212,11 +216,21 @@ fn serve(config_path: Option<PathBuf>, stage: StageChoice) -> Result<()> {
             }
             None => None,
         };
-        let infer = {
-            let ctx = ctx.clone();
-            tokio::task::spawn_blocking(move || InferStage::new(ctx)).await??
-        };
-        let stages: Vec<(&'static str, StageFuture)> = vec![("infer", stage::boxed(infer.run()))];
+        let mut stages: Vec<(&'static str, StageFuture)> = Vec::new();
+        if stage != StageChoice::Archive {
+            let infer = {
+                let ctx = ctx.clone();
+                tokio::task::spawn_blocking(move || InferStage::new(ctx)).await??
+            };
+            stages.push(("infer", stage::boxed(infer.run())));
+        } else {
+            // Readiness describes the infer stage (model, broker, assignment); an archive-only
+            // process has none of those to wait for.
+            ctx.health.mark_archive_only();
+        }
+        if stage != StageChoice::Infer {
+            stages.push(("archive", stage::archive_stage(&ctx)));
+        }
         let outcomes = stage::run_together(stages, trigger.clone()).await;
         trigger.trigger();
         if let Some(task) = server {

@@ -16,11 +16,11 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::attribute::Attribute;
+use crate::attribute::{Attribute, PerAttribute};
 use crate::config::LogFormat;
 
 /// Errors of telemetry set-up.
@@ -58,7 +58,8 @@ pub const COVERAGE_WINDOW: usize = 1000;
 /// Every metric of the service (DESIGN §8).
 pub struct Metrics {
     registry: Registry,
-    pub records_consumed: IntCounter,
+    /// By input topic.
+    pub records_consumed: IntCounterVec,
     pub records_accepted: IntCounter,
     pub records_rejected: IntCounter,
     pub records_dead_lettered: IntCounterVec,
@@ -67,17 +68,24 @@ pub struct Metrics {
     pub inference_seconds: Histogram,
     pub end_to_end_latency_seconds: Histogram,
     pub entropy: HistogramVec,
-    pub rolling_coverage: Gauge,
-    pub target_coverage: Gauge,
+    /// Per attribute: fraction of the last [`COVERAGE_WINDOW`] predictions whose attribute was
+    /// accepted — what the thresholds were calibrated to hold at the target.
+    pub coverage: GaugeVec,
+    pub coverage_target: Gauge,
     pub consumer_lag: IntGaugeVec,
     pub transactions_aborted: IntCounter,
     pub rewinds: IntCounter,
     pub paused: IntGauge,
     pub execution_provider: IntGaugeVec,
+    /// 1 when `/readyz` would answer 200.
+    pub ready: IntGauge,
     pub archive_files: IntCounter,
     pub archive_rows: IntCounter,
     pub archive_bytes: IntCounter,
-    coverage_window: Mutex<CoverageWindow>,
+    pub archive_skipped: IntCounterVec,
+    pub archive_buffered_rows: IntGauge,
+    pub archive_assigned_partitions: IntGauge,
+    coverage_windows: Mutex<PerAttribute<CoverageWindow>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -119,27 +127,60 @@ impl Metrics {
         )?;
         registry.register(Box::new(dead.clone()))?;
         let lag = IntGaugeVec::new(
-            Opts::new("emogate_consumer_lag", "Consumer lag in records (librdkafka statistics)"),
+            Opts::new("emogate_consumer_lag_records", "Consumer lag in records (librdkafka statistics)"),
             &["topic", "partition"],
         )?;
         registry.register(Box::new(lag.clone()))?;
         let provider = IntGaugeVec::new(
-            Opts::new("emogate_execution_provider", "1 for the execution provider the model runs on"),
-            &["provider"],
+            Opts::new(
+                "emogate_execution_provider_info",
+                "1 for the execution provider the model runs on; fallback=true when `auto` fell back to CPU",
+            ),
+            &["provider", "fallback"],
         )?;
         registry.register(Box::new(provider.clone()))?;
-        let rolling = Gauge::new(
-            "emogate_rolling_coverage",
-            "Fraction of the last 1000 predictions that were accepted; alert when it drifts from the target",
+        let coverage = GaugeVec::new(
+            Opts::new(
+                "emogate_coverage_ratio",
+                "Per attribute, fraction of the last 1000 predictions accepted; alert when it drifts from the target",
+            ),
+            &["attribute"],
         )?;
-        registry.register(Box::new(rolling.clone()))?;
-        let target = Gauge::new("emogate_target_coverage", "Coverage the thresholds were calibrated for")?;
+        registry.register(Box::new(coverage.clone()))?;
+        let target =
+            Gauge::new("emogate_coverage_target_ratio", "Coverage the thresholds were calibrated for")?;
         registry.register(Box::new(target.clone()))?;
+        let ready = IntGauge::new(
+            "emogate_ready",
+            "1 when the service is ready (model loaded, broker reachable, assigned)",
+        )?;
+        registry.register(Box::new(ready.clone()))?;
+        let archive_skipped = IntCounterVec::new(
+            Opts::new(
+                "emogate_archive_skipped_records_total",
+                "Output records the archive skipped (empty or not an EmotionPrediction), by reason",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(archive_skipped.clone()))?;
+        let archive_buffered =
+            IntGauge::new("emogate_archive_buffered_rows", "Rows buffered, not yet in a file")?;
+        registry.register(Box::new(archive_buffered.clone()))?;
+        let archive_assigned = IntGauge::new(
+            "emogate_archive_assigned_partitions",
+            "Partitions assigned to the archive consumer",
+        )?;
+        registry.register(Box::new(archive_assigned.clone()))?;
+        let consumed = IntCounterVec::new(
+            Opts::new("emogate_records_consumed_total", "Input records consumed"),
+            &["topic"],
+        )?;
+        registry.register(Box::new(consumed.clone()))?;
         let paused =
             IntGauge::new("emogate_consumer_paused", "1 while the consumer is paused for backpressure")?;
         registry.register(Box::new(paused.clone()))?;
         Ok(Metrics {
-            records_consumed: counter("emogate_records_consumed_total", "Input records consumed")?,
+            records_consumed: consumed,
             records_accepted: counter(
                 "emogate_records_accepted_total",
                 "Predictions produced to the accepted topic",
@@ -166,8 +207,8 @@ impl Metrics {
                 latency_buckets,
             )?,
             entropy,
-            rolling_coverage: rolling,
-            target_coverage: target,
+            coverage,
+            coverage_target: target,
             consumer_lag: lag,
             transactions_aborted: counter(
                 "emogate_transactions_aborted_total",
@@ -179,6 +220,7 @@ impl Metrics {
             )?,
             paused,
             execution_provider: provider,
+            ready,
             archive_files: counter(
                 "emogate_archive_files_total",
                 "Parquet files written by the archive stage",
@@ -188,7 +230,10 @@ impl Metrics {
                 "emogate_archive_bytes_total",
                 "Bytes of Parquet written by the archive stage",
             )?,
-            coverage_window: Mutex::new(CoverageWindow::new(COVERAGE_WINDOW)),
+            archive_skipped,
+            archive_buffered_rows: archive_buffered,
+            archive_assigned_partitions: archive_assigned,
+            coverage_windows: Mutex::new(PerAttribute::from_fn(|_| CoverageWindow::new(COVERAGE_WINDOW))),
             registry,
         })
     }
@@ -198,21 +243,42 @@ impl Metrics {
         &self.registry
     }
 
-    /// Records one published prediction's decision and entropies.
-    pub fn observe_prediction(&self, accepted: bool, entropies: impl IntoIterator<Item = (Attribute, f32)>) {
+    /// Records one published prediction: the record's route, and per attribute its entropy
+    /// and whether it was accepted.
+    pub fn observe_prediction(
+        &self,
+        accepted: bool,
+        attributes: impl IntoIterator<Item = (Attribute, f32, bool)>,
+    ) {
         if accepted {
             self.records_accepted.inc();
         } else {
             self.records_rejected.inc();
         }
-        for (a, h) in entropies {
+        let mut windows = self.coverage_windows.lock().unwrap_or_else(|p| p.into_inner());
+        for (a, h, attribute_accepted) in attributes {
             self.entropy.with_label_values(&[a.as_str()]).observe(f64::from(h));
+            let coverage = windows[a].push(attribute_accepted);
+            self.coverage.with_label_values(&[a.as_str()]).set(coverage);
         }
-        let coverage = {
-            let mut window = self.coverage_window.lock().unwrap_or_else(|p| p.into_inner());
-            window.push(accepted)
-        };
-        self.rolling_coverage.set(coverage);
+    }
+
+    /// Records consumed, all input topics together.
+    pub fn consumed_total(&self) -> u64 {
+        use prometheus::core::Collector;
+        self.records_consumed
+            .collect()
+            .iter()
+            .flat_map(|family| family.get_metric())
+            .map(|m| m.get_counter().get_value() as u64)
+            .sum()
+    }
+
+    /// Marks the execution provider in use.
+    pub fn set_execution_provider(&self, provider: &str, fallback: bool) {
+        self.execution_provider
+            .with_label_values(&[provider, if fallback { "true" } else { "false" }])
+            .set(1);
     }
 
     /// Dead letters counted so far, all reasons together.
@@ -242,6 +308,27 @@ impl Metrics {
         // Encoding into a Vec cannot fail for the text format.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8_lossy(&out).into_owned()
+    }
+}
+
+/// The archive stage reports through these hooks into the same registry.
+impl crate::archive::ArchiveMetrics for Metrics {
+    fn file_written(&self, file: &crate::archive::WrittenFile) {
+        self.archive_files.inc();
+        self.archive_rows.inc_by(file.rows);
+        self.archive_bytes.inc_by(file.bytes);
+    }
+
+    fn record_skipped(&self, _topic: &str, reason: &'static str) {
+        self.archive_skipped.with_label_values(&[reason]).inc();
+    }
+
+    fn buffered_rows(&self, rows: usize) {
+        self.archive_buffered_rows.set(rows as i64);
+    }
+
+    fn assignment_changed(&self, partitions: usize) {
+        self.archive_assigned_partitions.set(partitions as i64);
     }
 }
 
@@ -284,6 +371,14 @@ pub struct Health {
 impl Health {
     pub fn new() -> Arc<Health> {
         Arc::new(Health::default())
+    }
+
+    /// For a process running only the archive stage: there is no model to load and no infer
+    /// assignment to wait for, so it is ready once started.
+    pub fn mark_archive_only(&self) {
+        self.model_loaded.store(true, Ordering::Relaxed);
+        self.broker_reachable.store(true, Ordering::Relaxed);
+        self.assigned_partitions.store(1, Ordering::Relaxed);
     }
 
     /// `Ok` when ready, otherwise what is missing.
@@ -343,6 +438,7 @@ pub async fn serve_http(
 }
 
 fn respond(path: &str, metrics: &Metrics, health: &Health) -> Response<Full<Bytes>> {
+    metrics.ready.set(i64::from(health.readiness().is_ok()));
     let (status, content_type, body) = match path {
         "/metrics" => (StatusCode::OK, "text/plain; version=0.0.4", metrics.render()),
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
@@ -380,18 +476,23 @@ mod tests {
     #[test]
     fn metrics_render_with_design_names() {
         let m = Metrics::new().unwrap();
-        m.records_consumed.inc_by(3);
+        m.records_consumed.with_label_values(&["ser.features"]).inc_by(3);
         m.records_dead_lettered.with_label_values(&["non_finite"]).inc();
-        m.observe_prediction(true, [(Attribute::Valence, 0.5)]);
-        m.observe_prediction(false, [(Attribute::Valence, 1.5)]);
+        m.observe_prediction(true, [(Attribute::Valence, 0.5, true), (Attribute::Arousal, 0.5, true)]);
+        m.observe_prediction(false, [(Attribute::Valence, 1.5, false), (Attribute::Arousal, 0.5, true)]);
+        m.set_execution_provider("cpu", true);
+        m.coverage_target.set(0.8);
         let text = m.render();
         for name in [
-            "emogate_records_consumed_total 3",
+            "emogate_records_consumed_total{topic=\"ser.features\"} 3",
             "emogate_records_accepted_total 1",
             "emogate_records_rejected_total 1",
             "emogate_records_dead_lettered_total{reason=\"non_finite\"} 1",
             "emogate_entropy_nats_count{attribute=\"valence\"} 2",
-            "emogate_rolling_coverage 0.5",
+            "emogate_coverage_ratio{attribute=\"valence\"} 0.5",
+            "emogate_coverage_ratio{attribute=\"arousal\"} 1",
+            "emogate_coverage_target_ratio 0.8",
+            "emogate_execution_provider_info{fallback=\"true\",provider=\"cpu\"} 1",
         ] {
             assert!(text.contains(name), "missing `{name}` in\n{text}");
         }
@@ -400,13 +501,14 @@ mod tests {
         m.records_dead_lettered.with_label_values(&["truncated"]).inc_by(2);
         assert_eq!(m.dead_lettered_total(), 3);
         assert_eq!(m.records_out(), 5);
+        assert_eq!(m.consumed_total(), 3);
     }
 
     #[tokio::test]
     async fn http_endpoints_answer() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let metrics = Arc::new(Metrics::new().unwrap());
-        metrics.records_consumed.inc();
+        metrics.records_consumed.with_label_values(&["t"]).inc();
         let health = Health::new();
         let (trigger, listener) = crate::pipeline::shutdown::channel();
         let (addr, task) =
@@ -421,7 +523,8 @@ mod tests {
         };
         let metrics_page = get("/metrics").await;
         assert!(metrics_page.starts_with("HTTP/1.1 200"), "{metrics_page}");
-        assert!(metrics_page.contains("emogate_records_consumed_total 1"));
+        assert!(metrics_page.contains("emogate_records_consumed_total{topic=\"t\"} 1"));
+        assert!(metrics_page.contains("emogate_ready 0"));
         assert!(get("/healthz").await.starts_with("HTTP/1.1 200"));
         let not_ready = get("/readyz").await;
         assert!(

@@ -3,11 +3,11 @@
 //! cluster named by `EMOGATE_TEST_BROKERS=host:port` (topics get unique names, so a shared
 //! cluster is fine).
 //!
-//! These run in `make test-slow` (consumer-group joins on Tansu take about half the session
-//! timeout each). Tests that need a broker which hides aborted transactions from
-//! `read_committed` readers are `#[ignore]`d — Tansu 0.6 and the librdkafka mock cluster do
-//! not — and run with `EMOGATE_TEST_BROKERS=host:port cargo test --release --test
-//! pipeline_broker -- --ignored` against a real Kafka.
+//! They run in `make test` (about 45 s on two cores; consumer-group joins on Tansu take about
+//! half the session timeout, so the tests use 6 s). Tests that need a broker which hides
+//! aborted transactions from `read_committed` readers are `#[ignore]`d — Tansu 0.6 and the
+//! librdkafka mock cluster do not — and run with `EMOGATE_TEST_BROKERS=host:port make
+//! test-slow` against a real Kafka.
 
 mod common;
 mod pipeline_support;

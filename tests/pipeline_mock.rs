@@ -56,7 +56,7 @@ async fn n_in_n_out(mode: DeliveryMode, tag: &str) {
         "the thresholds should split the fixture's outputs: {report:?}"
     );
     assert_eq!(report.dead_lettered_total() as usize, bad.len());
-    assert_eq!(metrics.records_consumed.get() as usize, messages.len());
+    assert_eq!(metrics.consumed_total() as usize, messages.len());
     for b in &bad {
         assert_eq!(metrics.dead_lettered(b.expected_reason), 1, "metric for {}", b.expected_reason);
     }

@@ -80,6 +80,9 @@ pub struct DemoSummary {
     pub read_back: BTreeMap<String, usize>,
     /// Input offsets answered more than once in the output topics.
     pub duplicates: usize,
+    /// Rows and files the archive stage wrote (0 when it did not run).
+    pub archive_rows: u64,
+    pub archive_files: u64,
     /// Outcomes of the extra stages (e.g. the archive).
     pub other_stages: Vec<(&'static str, Result<String, String>)>,
 }
@@ -150,11 +153,17 @@ impl fmt::Display for DemoSummary {
         )?;
         for (name, outcome) in &self.other_stages {
             match outcome {
-                Ok(summary) => writeln!(f, "  {name:<18} {summary}")?,
-                Err(e) => writeln!(f, "  {name:<18} FAILED: {e}")?,
+                Ok(summary) => writeln!(f, "  {:<18} {summary}", format!("{name} stage"))?,
+                Err(e) => writeln!(f, "  {:<18} FAILED: {e}", format!("{name} stage"))?,
             }
         }
-        write!(f, "  archive            {}", self.options.archive_root.display())
+        write!(
+            f,
+            "  archive            {} rows in {} files under {}",
+            self.archive_rows,
+            self.archive_files,
+            self.options.archive_root.display()
+        )
     }
 }
 
@@ -167,6 +176,8 @@ pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
     config.delivery.mode = options.mode;
     config.policy.coverage = options.coverage;
     config.archive.root = options.archive_root.clone();
+    // Roll archive files every second so the demo's rows are on disk while it runs.
+    config.archive.roll_age_ms = 1000;
     config.telemetry.listen = None;
     config.telemetry.stats_interval_ms = 0;
     config
@@ -259,6 +270,7 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let provider = infer.provider().to_string();
 
     let mut others = extra(&ctx);
+    let wait_for_archive = others.iter().any(|(name, _)| *name == "archive");
     let infer_handle = tokio::spawn(infer.run());
     // The records are produced while the stage runs, like a live stream, keeping the backlog
     // under MAX_BACKLOG: the mock cluster keeps only 5 MB per partition (~200 records of
@@ -270,7 +282,7 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         tokio::spawn(async move {
             let mut sent = 0u64;
             for chunk in messages.chunks(100) {
-                while sent.saturating_sub(metrics.records_consumed.get()) > MAX_BACKLOG {
+                while sent.saturating_sub(metrics.consumed_total()) > MAX_BACKLOG {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
                 cluster::produce_all(&brokers, &topic, chunk, &[]).await?;
@@ -285,7 +297,7 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         let deadline = Duration::from_secs(120) + Duration::from_millis(20 * expected);
         tokio::spawn(async move {
             let t0 = Instant::now();
-            while metrics.records_consumed.get() == 0 && t0.elapsed() < deadline {
+            while metrics.consumed_total() == 0 && t0.elapsed() < deadline {
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
             // Throughput is timed from the first record consumed (after the group join).
@@ -294,8 +306,15 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             let done = first.elapsed();
-            // Give the other stages (archive) a moment to see the last outputs, then stop.
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Let the other stages (the archive) catch up with the predictions, then stop.
+            let predictions = metrics.records_accepted.get() + metrics.records_rejected.get();
+            let catch_up = Instant::now();
+            while wait_for_archive
+                && metrics.archive_rows.get() < predictions
+                && catch_up.elapsed() < Duration::from_secs(30)
+            {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
             trigger.trigger();
             done
         })
@@ -349,6 +368,8 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         report,
         read_back,
         duplicates,
+        archive_rows: metrics.archive_rows.get(),
+        archive_files: metrics.archive_files.get(),
         other_stages: other_outcomes,
     })
 }

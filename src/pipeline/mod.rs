@@ -127,8 +127,9 @@ impl InferStage {
             config.model.workers,
             config.batch.max_in_flight,
         )?;
-        ctx.metrics.execution_provider.with_label_values(&[pool.provider().kind.as_str()]).set(1);
-        ctx.metrics.target_coverage.set(policy.coverage());
+        ctx.metrics
+            .set_execution_provider(pool.provider().kind.as_str(), pool.provider().fallback_reason.is_some());
+        ctx.metrics.coverage_target.set(policy.coverage());
         ctx.health.model_loaded.store(true, Ordering::Relaxed);
         tracing::info!(
             model = %loaded.manifest.model_ref(),
@@ -202,6 +203,7 @@ impl InferStage {
             permits: Arc::new(Semaphore::new(config.batch.max_in_flight)),
             to_sink,
             metrics: Arc::clone(&ctx.metrics),
+            consumed: ctx.metrics.records_consumed.with_label_values(&[topic.as_str()]),
             epoch: 0,
             stash: VecDeque::new(),
         };

@@ -277,8 +277,10 @@ impl Sink {
                 (Some(p), _) => {
                     rows += 1;
                     let accepted = o.route == Route::Accepted;
-                    self.metrics
-                        .observe_prediction(accepted, p.attributes.iter().map(|(a, x)| (a, x.entropy)));
+                    self.metrics.observe_prediction(
+                        accepted,
+                        p.attributes.iter().map(|(a, x)| (a, x.entropy, x.accepted)),
+                    );
                     self.report.add_prediction(p);
                     if let Some(ts) = o.input_timestamp_ms {
                         self.metrics.end_to_end_latency_seconds.observe((now - ts).max(0) as f64 / 1000.0);

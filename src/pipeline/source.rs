@@ -46,6 +46,8 @@ pub(crate) struct Source {
     pub permits: Arc<Semaphore>,
     pub to_sink: mpsc::Sender<InFlight>,
     pub metrics: Arc<Metrics>,
+    /// `emogate_records_consumed_total{topic}` of the input topic.
+    pub consumed: prometheus::IntCounter,
     pub epoch: u64,
     pub stash: VecDeque<OwnedMessage>,
 }
@@ -67,7 +69,7 @@ impl Source {
             self.housekeeping()?;
             let mut closed = None;
             if let Some(m) = self.stash.pop_front() {
-                self.metrics.records_consumed.inc();
+                self.consumed.inc();
                 closed = self.batcher.push(Instant::now(), incoming(&m));
             } else {
                 let deadline = self.batcher.deadline();
@@ -83,7 +85,7 @@ impl Source {
                             // was held for revoked partitions *before* adding the message,
                             // which already belongs to the new assignment.
                             self.apply_revocations(None);
-                            self.metrics.records_consumed.inc();
+                            self.consumed.inc();
                             closed = self.batcher.push(Instant::now(), incoming(&m));
                         }
                         Err(e) => {
@@ -103,7 +105,7 @@ impl Source {
         // Drain: what is held goes out too (the sink completes it within the deadline).
         self.housekeeping()?;
         while let Some(m) = self.stash.pop_front() {
-            self.metrics.records_consumed.inc();
+            self.consumed.inc();
             if let Some(batch) = self.batcher.push(Instant::now(), incoming(&m)) {
                 self.dispatch(batch, &mut shutdown).await?;
             }

@@ -3,18 +3,17 @@
 //! alone").
 //!
 //! A stage is an async function `fn(StageContext) -> Result<Report, Error>`: it builds its
-//! clients from `ctx.config` (the archive stage with
-//! [`super::kafka::consumer_config`]`(&config, &config.kafka.archive_group_id)`), records into
-//! the shared `ctx.metrics` (`archive_files`, `archive_rows`, `archive_bytes` exist for the
-//! archive stage), and returns after `ctx.shutdown` fires and its work is drained within
-//! `config.shutdown.drain_deadline_ms`. [`run_together`] drives several and stops the others
-//! when one fails.
+//! clients from `ctx.config`, records into
+//! the shared `ctx.metrics`, and returns after `ctx.shutdown` fires and its work is drained
+//! within `config.shutdown.drain_deadline_ms`. [`archive_stage`] is the archive stage in that
+//! form; [`run_together`] drives several and stops the others when one fails.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use super::shutdown::{Shutdown, ShutdownTrigger};
+use crate::archive::{ArchiveKafka, ArchiveMetrics, ArchiveStage};
 use crate::config::Config;
 use crate::telemetry::{Health, Metrics};
 
@@ -37,6 +36,26 @@ where
     E: std::fmt::Display,
 {
     Box::pin(async move { fut.await.map(|r| format!("{r:?}")).map_err(|e| e.to_string()) })
+}
+
+/// The archive stage over the infer stage's output topics (accepted and rejected; dead letters
+/// are not predictions), in its own consumer group (`archive.group_id`), with the same brokers
+/// and `kafka.properties`, reporting into the shared metrics. It stops when `ctx.shutdown`
+/// fires, after flushing and committing its buffers.
+pub fn archive_stage(ctx: &StageContext) -> StageFuture {
+    let config = &ctx.config;
+    let kafka = ArchiveKafka {
+        brokers: config.kafka.brokers.clone(),
+        topics: vec![config.kafka.topics.accepted.clone(), config.kafka.topics.rejected.clone()],
+        properties: config.kafka.properties.0.clone(),
+    };
+    let metrics: Arc<dyn ArchiveMetrics> = ctx.metrics.clone();
+    let mut shutdown = ctx.shutdown.clone();
+    boxed(
+        ArchiveStage::new(config.archive.clone(), kafka)
+            .with_metrics(metrics)
+            .run(async move { shutdown.wait().await }),
+    )
 }
 
 /// Runs the stages concurrently. When one fails, shutdown is triggered so the others drain

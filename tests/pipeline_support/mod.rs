@@ -42,7 +42,7 @@ pub fn test_config(brokers: &str, topics: &TopicsConfig, group: &str, mode: Deli
     c.kafka.brokers = brokers.to_string();
     c.kafka.topics = topics.clone();
     c.kafka.group_id = group.to_string();
-    c.kafka.archive_group_id = format!("{group}-archive");
+    c.archive.group_id = format!("{group}-archive");
     c.model.dir = common::repo_root().join("models/fixture");
     c.model.execution_provider = emogate::model::ProviderChoice::Cpu;
     c.model.intra_threads = 1;
