@@ -27,6 +27,7 @@ use crate::codec::Framing;
 use crate::config::{Config, DeliveryMode};
 use crate::model::{LoadedModel, ModelPool};
 use crate::telemetry::{Health, Metrics};
+use crate::uncertainty::threshold_for_coverage;
 
 /// Most input records the demo lets wait in the mock cluster at any time.
 const MAX_BACKLOG: u64 = 400;
@@ -183,17 +184,14 @@ pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
     config
 }
 
-/// Entropy thresholds accepting `coverage` of a warm-up sample of synthetic records: the
-/// `ceil(coverage * n)`-th smallest entropy per attribute.
+/// Entropy thresholds accepting `coverage` of a warm-up sample of synthetic records (the
+/// same rule `emogate calibrate` applies to a dev split: [`threshold_for_coverage`]).
 pub fn warm_up_thresholds(
     config: &Config,
     samples: usize,
     seed: u64,
 ) -> Result<PerAttribute<f32>, PipelineError> {
     let loaded = LoadedModel::load(&config.model.dir)?;
-    // ModelPool::new touches ONNX Runtime (pre-packed weights) before its first session
-    // loads the library, so load it first, where the config's library path is known.
-    crate::model::runtime::ensure_runtime(config.model.ort_library.as_deref())?;
     let pool = ModelPool::new(&loaded, &config.model.options(), 1, 1)?;
     let mut synth = SyntheticFeatures::new(loaded.manifest.feature_dims, seed ^ 0x5eed);
     let mut entropies: PerAttribute<Vec<f32>> = PerAttribute::default();
@@ -208,12 +206,8 @@ pub fn warm_up_thresholds(
         }
         left -= n;
     }
-    Ok(entropies.map(|_, h| {
-        let mut h = h.clone();
-        h.sort_by(f32::total_cmp);
-        let keep = ((config.policy.coverage * h.len() as f64).ceil() as usize).clamp(1, h.len());
-        h[keep - 1]
-    }))
+    PerAttribute::try_from_fn(|a| threshold_for_coverage(&entropies[a], config.policy.coverage))
+        .map_err(|e| PipelineError::Fatal(format!("warm-up thresholds: {e}")))
 }
 
 /// Extra stages to run next to the infer stage, built from its context.

@@ -118,9 +118,6 @@ impl InferStage {
         let config = &ctx.config;
         let loaded = LoadedModel::load(&config.model.dir)?;
         let policy = RejectPolicy::new(&config.policy, &loaded.manifest)?;
-        // ModelPool::new touches ONNX Runtime (pre-packed weights) before its first session
-        // loads the library, so load it first, where the config's library path is known.
-        crate::model::runtime::ensure_runtime(config.model.ort_library.as_deref())?;
         let pool = ModelPool::new(
             &loaded,
             &config.model.options(),
