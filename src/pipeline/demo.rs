@@ -86,6 +86,9 @@ pub struct DemoSummary {
     pub archive_files: u64,
     /// Outcomes of the extra stages (e.g. the archive).
     pub other_stages: Vec<(&'static str, Result<String, String>)>,
+    /// The Prometheus exposition of the run's metrics at the end (what `/metrics` serves),
+    /// so dashboards and alerts can be checked against what the service really exports.
+    pub metrics_text: String,
 }
 
 impl DemoSummary {
@@ -365,5 +368,6 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         archive_rows: metrics.archive_rows.get(),
         archive_files: metrics.archive_files.get(),
         other_stages: other_outcomes,
+        metrics_text: metrics.render(),
     })
 }

@@ -37,8 +37,9 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
         .expect("failed to start python");
     assert!(
         out.status.success(),
-        "{script} failed ({}):\n{}",
+        "{script} failed ({}):\n{}{}",
         out.status,
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8(out.stdout).expect("python printed non-UTF-8")
