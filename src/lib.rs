@@ -10,6 +10,7 @@
 //! | [`uncertainty`] | soft labels, entropy, CCC, coverage curves, uncertainty quintiles | pure |
 //! | [`model`] | ONNX Runtime: library discovery and loading, manifest, execution provider choice, session pool, batch inference | ORT |
 //! | [`config`] | typed configuration: TOML file + `EMOGATE_*` environment overrides | files |
+//! | `train` | (feature `train`) synthetic/MSP-style corpora, VAE-ER + STL training in candle, ONNX export, calibration | files |
 //!
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here
 //! returns its own `thiserror` enum so callers can match on what went wrong.
@@ -18,6 +19,8 @@ pub mod attribute;
 pub mod codec;
 pub mod config;
 pub mod model;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod uncertainty;
 
 pub use attribute::{Attribute, PerAttribute, LIKERT_BINS};
