@@ -305,3 +305,60 @@ pub fn attribute_params(vae_er: &VaeEr, stl: &Stl) -> Result<AttributeParams> {
     let stl_out = stl_layers.pop().expect("STL has an output layer");
     Ok(AttributeParams { enc, mu, logvar, er, consensus, soft, stl: stl_layers, stl_out })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attribute::{Attribute, PerAttribute};
+    use crate::model::NoiseBank;
+    use crate::train::serving::{self, Normalizer, ServingParams};
+
+    /// The training-side forward pass (no dropout, the bank as noise) and the serving
+    /// reference built from the exported parameters compute the same outputs.
+    #[test]
+    fn training_forward_matches_the_serving_reference() {
+        let (dims, n, s) = (16, 5, 7);
+        let dev = Device::Cpu;
+        let nets: Vec<(VaeEr, Stl)> = (0..3)
+            .map(|k| {
+                (VaeEr::new(dims, 10 + k, 4.0, &dev).unwrap(), Stl::new(dims, 20 + k, 4.0, &dev).unwrap())
+            })
+            .collect();
+        let raw: Vec<f32> = (0..n * dims).map(|i| ((i * 37 % 101) as f32) * 0.3 - 2.0).collect();
+        let norm = Normalizer::fit(&raw, dims, &(0..n).collect::<Vec<_>>());
+        let mut scaled = vec![0f32; raw.len()];
+        raw.chunks(dims).zip(scaled.chunks_mut(dims)).for_each(|(r, o)| norm.apply(r, o));
+        let bank = serving::noise_bank(NoiseBank::Gaussian, s, 1).unwrap();
+        let params = ServingParams {
+            norm,
+            noise: bank.clone(),
+            mc_samples: s,
+            attributes: PerAttribute::from_fn(|a| {
+                attribute_params(&nets[a.index()].0, &nets[a.index()].1).unwrap()
+            }),
+        };
+        let served = serving::forward(&params, &raw, 2).unwrap();
+        let x = Tensor::from_slice(&scaled, (n, dims), &dev).unwrap();
+        let eps = Tensor::from_slice(&bank, (1, s, LATENT), &dev).unwrap();
+        for a in Attribute::ALL {
+            let (net, stl) = &nets[a.index()];
+            let out = net.forward(&x, &eps, false, None).unwrap();
+            let close = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(p, q)| (p - q).abs() <= 1e-5);
+            assert!(close(&out.consensus.to_vec1::<f32>().unwrap(), &served[a].consensus), "{a} consensus");
+            assert!(
+                close(
+                    &out.distribution.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                    &served[a].distribution
+                ),
+                "{a} dist"
+            );
+            assert!(
+                close(&stl.forward(&x, None).unwrap().to_vec1::<f32>().unwrap(), &served[a].value),
+                "{a} value"
+            );
+            let h: Vec<f32> =
+                served[a].distribution.chunks(LIKERT_BINS).map(crate::train::metrics::entropy_nats).collect();
+            assert!(close(&h, &served[a].entropy), "{a} entropy");
+        }
+    }
+}

@@ -56,8 +56,8 @@ impl TrainConfig {
         TrainConfig {
             seed,
             batch: 256,
-            pretrain_epochs: 15,
-            joint_epochs: 40,
+            pretrain_epochs: 10,
+            joint_epochs: 30,
             stl_epochs: 60,
             lr_pretrain: 5e-5,
             lr_joint: 3e-4,
