@@ -1,4 +1,6 @@
 //! The `emogate` command line. Only the trainer's subcommands live here so far.
+// Without feature `train` there is no subcommand yet, so `Command` has no variant.
+#![cfg_attr(not(feature = "train"), allow(unreachable_code, unused_variables))]
 
 use clap::{Parser, Subcommand};
 

@@ -22,6 +22,8 @@ pub const ER_HIDDEN: usize = 128;
 pub const VAE_LAYERS: usize = 3;
 /// ER and STL depth.
 pub const ER_LAYERS: usize = 4;
+/// Initial bias of the log σ² head.
+pub const INIT_LOGVAR: f32 = -6.0;
 
 /// A fully connected layer `y = x · W + b` with `W: [in, out]`.
 pub struct Dense {
@@ -67,12 +69,14 @@ impl Dense {
 /// Inverted dropout with a seeded mask stream; identity when `p == 0`.
 pub struct Dropout {
     pub p: f32,
+    /// Also drop units of the VAE encoder's hidden layers (not only the ER's / STL's).
+    pub in_encoder: bool,
     rng: ChaCha8Rng,
 }
 
 impl Dropout {
-    pub fn new(p: f32, seed: u64) -> Dropout {
-        Dropout { p, rng: ChaCha8Rng::seed_from_u64(seed) }
+    pub fn new(p: f32, in_encoder: bool, seed: u64) -> Dropout {
+        Dropout { p, in_encoder, rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
@@ -137,6 +141,10 @@ impl VaeEr {
             soft: Dense::new(ER_HIDDEN, LIKERT_BINS, &mut rng, dev)?,
         };
         net.consensus.b.set(&Tensor::new(&[consensus_bias], dev)?)?;
+        // Start with a narrow posterior (σ ≈ 0.05): with log σ² ≈ 0 the unit-variance noise
+        // swamps the freshly initialised μ and the ER sees almost nothing but noise for
+        // hundreds of steps. Training widens σ where the data warrant it.
+        net.logvar.b.set(&Tensor::full(INIT_LOGVAR, LATENT, dev)?)?;
         Ok(net)
     }
 
@@ -163,7 +171,7 @@ impl VaeEr {
         let mut h = x.clone();
         for layer in &self.enc {
             h = layer.forward(&h)?.relu()?;
-            if let Some(d) = drop.as_deref_mut() {
+            if let Some(d) = drop.as_deref_mut().filter(|d| d.in_encoder) {
                 h = d.apply(&h)?;
             }
         }
@@ -218,21 +226,6 @@ impl VaeEr {
             consensus: consensus.reshape((b, s))?.mean(1)?,
             distribution: probs.reshape((b, s, LIKERT_BINS))?.mean(1)?,
         })
-    }
-
-    /// Host copy of the serving part (encoder, μ, log σ², ER); the decoder is left out.
-    pub fn serving_params(
-        &self,
-    ) -> Result<(Vec<DenseParams>, DenseParams, DenseParams, Vec<DenseParams>, DenseParams, DenseParams)>
-    {
-        Ok((
-            self.enc.iter().map(Dense::params).collect::<Result<_>>()?,
-            self.mu.params()?,
-            self.logvar.params()?,
-            self.er.iter().map(Dense::params).collect::<Result<_>>()?,
-            self.consensus.params()?,
-            self.soft.params()?,
-        ))
     }
 
     /// Host copy of every layer, decoder included (for restoring the best epoch).
@@ -298,12 +291,21 @@ impl Stl {
     }
 }
 
-/// Assembles the serving parameters of one attribute from the trained networks.
+/// Assembles the serving parameters of one attribute from the trained networks (the
+/// decoder is left out: it is not part of the serving graph).
 pub fn attribute_params(vae_er: &VaeEr, stl: &Stl) -> Result<AttributeParams> {
-    let (enc, mu, logvar, er, consensus, soft) = vae_er.serving_params()?;
     let mut stl_layers = stl.snapshot()?;
     let stl_out = stl_layers.pop().expect("STL has an output layer");
-    Ok(AttributeParams { enc, mu, logvar, er, consensus, soft, stl: stl_layers, stl_out })
+    Ok(AttributeParams {
+        enc: vae_er.enc.iter().map(Dense::params).collect::<Result<_>>()?,
+        mu: vae_er.mu.params()?,
+        logvar: vae_er.logvar.params()?,
+        er: vae_er.er.iter().map(Dense::params).collect::<Result<_>>()?,
+        consensus: vae_er.consensus.params()?,
+        soft: vae_er.soft.params()?,
+        stl: stl_layers,
+        stl_out,
+    })
 }
 
 #[cfg(test)]
