@@ -88,6 +88,15 @@ pub struct TrainArgs {
     /// Latent MC samples per utterance in a training step.
     #[arg(long)]
     pub mc_train: Option<usize>,
+    /// Dropout rate of the ER/STL hidden layers for valence.
+    #[arg(long)]
+    pub dropout_valence: Option<f32>,
+    /// Dropout rate of the ER/STL hidden layers for arousal and dominance.
+    #[arg(long)]
+    pub dropout_arousal_dominance: Option<f32>,
+    /// Also apply dropout to the VAE encoder's hidden layers.
+    #[arg(long)]
+    pub encoder_dropout: bool,
     /// Model id written to the manifest.
     #[arg(long, default_value = "emogate-vae-er")]
     pub id: String,
@@ -163,6 +172,10 @@ fn config_from(args: &TrainArgs) -> TrainConfig {
     c.beta = args.beta.unwrap_or(c.beta);
     c.gamma = args.gamma.unwrap_or(c.gamma);
     c.mc_train = args.mc_train.unwrap_or(c.mc_train).max(1);
+    c.dropout.valence = args.dropout_valence.unwrap_or(c.dropout.valence);
+    let other = args.dropout_arousal_dominance.unwrap_or(c.dropout.arousal);
+    (c.dropout.arousal, c.dropout.dominance) = (other, other);
+    c.encoder_dropout |= args.encoder_dropout;
     c
 }
 

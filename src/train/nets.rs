@@ -128,7 +128,9 @@ pub struct VaeErOutput {
 impl VaeEr {
     /// `consensus_bias` initialises the consensus head at the mean training label, so the
     /// (1 − CCC) term starts from a sensible location.
-    pub fn new(dims: usize, seed: u64, consensus_bias: f32, dev: &Device) -> Result<VaeEr> {
+    /// `soft_prior` (the mean training soft label) initialises the softmax head so that it
+    /// starts at the marginal label distribution, with small weights.
+    pub fn new(dims: usize, seed: u64, consensus_bias: f32, soft_prior: &[f32; LIKERT_BINS], dev: &Device) -> Result<VaeEr> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let net = VaeEr {
             enc: stack(dims, VAE_HIDDEN, VAE_LAYERS, &mut rng, dev)?,
@@ -145,6 +147,12 @@ impl VaeEr {
         // swamps the freshly initialised μ and the ER sees almost nothing but noise for
         // hundreds of steps. Training widens σ where the data warrant it.
         net.logvar.b.set(&Tensor::full(INIT_LOGVAR, LATENT, dev)?)?;
+        // Start the softmax head at the marginal label distribution: from random logits,
+        // Adam at lr 3e-4 needed more steps than the default schedule has to get below the
+        // marginal's KLD (measured: ≈ 1.2 nats after 12 epochs vs 0.74 for the marginal).
+        let prior: Vec<f32> = soft_prior.iter().map(|p| (p + 1e-3).ln()).collect();
+        net.soft.b.set(&Tensor::from_vec(prior, LIKERT_BINS, dev)?)?;
+        net.soft.w.set(&(net.soft.w.as_tensor() * 0.1)?)?;
         Ok(net)
     }
 
@@ -323,7 +331,7 @@ mod tests {
         let dev = Device::Cpu;
         let nets: Vec<(VaeEr, Stl)> = (0..3)
             .map(|k| {
-                (VaeEr::new(dims, 10 + k, 4.0, &dev).unwrap(), Stl::new(dims, 20 + k, 4.0, &dev).unwrap())
+                (VaeEr::new(dims, 10 + k, 4.0, &[1.0 / 7.0; LIKERT_BINS], &dev).unwrap(), Stl::new(dims, 20 + k, 4.0, &dev).unwrap())
             })
             .collect();
         let raw: Vec<f32> = (0..n * dims).map(|i| ((i * 37 % 101) as f32) * 0.3 - 2.0).collect();
