@@ -9,6 +9,7 @@
 //! | [`codec`] | Avro schemas, wire framing (Confluent / single-object / raw), fast feature decoding, prediction encoding | pure |
 //! | [`uncertainty`] | soft labels, entropy, CCC, coverage curves, uncertainty quintiles | pure |
 //! | [`model`] | ONNX Runtime: library discovery and loading, manifest, execution provider choice, session pool, batch inference | ORT |
+//! | [`bench`] | raw inference throughput and peak memory for `emogate bench` | ORT |
 //! | [`config`] | typed configuration: TOML file + `EMOGATE_*` environment overrides | files |
 //! | `train` | (feature `train`) synthetic/MSP-style corpora, VAE-ER + STL training in candle, ONNX export, calibration | files |
 //!
@@ -16,6 +17,7 @@
 //! returns its own `thiserror` enum so callers can match on what went wrong.
 
 pub mod attribute;
+pub mod bench;
 pub mod codec;
 pub mod config;
 pub mod model;

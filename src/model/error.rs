@@ -47,3 +47,9 @@ pub enum ModelError {
     #[error("inference worker pool is shut down")]
     PoolClosed,
 }
+
+impl From<ort::Error<ort::session::builder::SessionBuilder>> for ModelError {
+    fn from(e: ort::Error<ort::session::builder::SessionBuilder>) -> Self {
+        ModelError::Runtime(e.into())
+    }
+}

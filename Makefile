@@ -1,0 +1,82 @@
+# emogate — build, demo and test entry points. `make demo` and `make test` work on a fresh
+# machine with only a Rust toolchain and Python 3: `deps` installs the rest into .cache/.
+SHELL := /bin/bash
+.DEFAULT_GOAL := demo
+
+# The one setting for the ONNX Runtime release: the wheel that is installed, the library
+# file name the binary looks for, and the C API level it is built against all follow it.
+# CUDA 12 machines: ORT_VERSION=1.26.0 ORT_PACKAGE=onnxruntime-gpu CARGO_FEATURES=cuda.
+ORT_VERSION ?= 1.31.1
+ORT_PACKAGE ?= onnxruntime
+ORT_MINOR := $(word 2,$(subst ., ,$(ORT_VERSION)))
+CARGO_FEATURES ?=
+FEATURES := ort-api-$(ORT_MINOR) $(CARGO_FEATURES)
+CARGO_FLAGS := --release --no-default-features --features "$(strip $(FEATURES))"
+# Tests and lint also cover the trainer (feature `train`: synth → train --quick → export → calibrate).
+TEST_FLAGS := --release --no-default-features --features "$(strip $(FEATURES) train)"
+
+CACHE := $(CURDIR)/.cache
+ORT_DIR := $(CACHE)/onnxruntime/$(ORT_VERSION)
+ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
+VENV := $(CACHE)/venv
+PY := $(VENV)/bin/python
+PY_STAMP := $(VENV)/.installed-$(shell cat scripts/requirements-dev.txt | cksum | cut -d' ' -f1)
+
+export EMOGATE_ORT_VERSION := $(ORT_VERSION)
+export ORT_DISABLE_TELEMETRY := 1
+export EMOGATE_PYTHON := $(PY)
+
+.PHONY: deps build demo test test-deploy test-slow bench lint default-model fixture-model clean-cache
+
+## deps: install ONNX Runtime (from the onnxruntime wheel) and the Python test references into .cache/
+deps: $(ORT_LIB) $(PY_STAMP)
+
+$(ORT_LIB): scripts/install_ort.py
+	python3 scripts/install_ort.py --version $(ORT_VERSION) --package $(ORT_PACKAGE) \
+		--dest $(ORT_DIR) --wheel-dir $(CACHE)/wheels
+
+$(PY_STAMP): scripts/requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-dev.txt
+	rm -f $(VENV)/.installed-* && touch $@
+
+## build: release build of the emogate binary
+build: deps
+	cargo build $(CARGO_FLAGS)
+
+## demo: end-to-end run on the committed model and synthetic records
+demo: build
+	cargo run $(CARGO_FLAGS) -- demo
+
+## test: the whole fast suite (unit, property, cross-implementation, ORT parity)
+test: deps
+	cargo test $(TEST_FLAGS)
+	$(PY) scripts/test_deploy.py
+
+## test-deploy: Dockerfiles, Helm chart, dashboard and alert rules only (offline, seconds)
+test-deploy: $(PY_STAMP)
+	$(PY) scripts/test_deploy.py
+
+## test-slow: suites too slow for `make test` (none yet beyond `make test`)
+test-slow: test
+
+## bench: criterion benchmarks
+bench: deps
+	cargo bench $(CARGO_FLAGS)
+
+## lint: formatting and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy $(TEST_FLAGS) --all-targets -- -D warnings
+
+## default-model: retrain models/default on the synthetic corpus (docs/model-card.md; ~20 min on 2 cores)
+default-model:
+	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-default
+	cargo run $(TEST_FLAGS) -- train --corpus corpora/synth-default --out models/default
+
+## fixture-model: rebuild the committed random-weight fixture model (deterministic)
+fixture-model: $(PY_STAMP)
+	$(PY) scripts/make_fixture_model.py --out models/fixture
+
+clean-cache:
+	rm -rf $(CACHE)

@@ -1,0 +1,95 @@
+{{/*
+The alert rules, shared by the PrometheusRule and deploy/prometheus/alerts.yaml (which is this
+helper rendered with selector `job=~".*emogate.*"`; scripts/test_deploy.py checks they agree).
+Argument: the root context. Output: a YAML list of rule groups.
+*/}}
+{{- define "emogate.alertGroups" -}}
+{{- $p := .Values.prometheusRule }}
+{{- $sel := $p.selector | default (printf "namespace=%q,job=%q" .Release.Namespace (include "emogate.fullname" .)) }}
+{{- $tol := $p.coverageDriftTolerance }}
+{{- $alertLabels := $p.alertLabels }}
+- name: emogate
+  rules:
+    - alert: EmogateCoverageDrift
+      expr: |-
+        abs(
+          avg by (namespace, job, attribute) (emogate_coverage_ratio{ {{- $sel -}} })
+          - on (namespace, job) group_left
+          max by (namespace, job) (emogate_coverage_target_ratio{ {{- $sel -}} })
+        ) > {{ $tol }}
+        and on (namespace, job)
+        sum by (namespace, job) (rate(emogate_records_consumed_total{ {{- $sel -}} }[15m])) > 0
+      for: 30m
+      labels:
+        severity: warning
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate {{ $labels.attribute }} coverage is off its calibrated target` | quote }}
+        description: {{ printf "%s%v%s" `The share of {{ $labels.attribute }} predictions accepted in {{ $labels.namespace }}/{{ $labels.job }} differs from the target coverage by more than ` $tol ` for 30 minutes. The input distribution has moved away from the calibration data, or the model's thresholds do not match policy.coverage; see docs/operations.md (model upgrades).` | quote }}
+    - alert: EmogateDeadLetterRate
+      expr: |-
+        sum by (namespace, job) (rate(emogate_records_dead_lettered_total{ {{- $sel -}} }[10m]))
+        / sum by (namespace, job) (rate(emogate_records_consumed_total{ {{- $sel -}} }[10m]))
+        > {{ $p.deadLetterRatio }}
+      for: 10m
+      labels:
+        severity: warning
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate is dead-lettering {{ $value | humanizePercentage }} of its input` | quote }}
+        description: {{ printf "%s%v%s" `More than ` $p.deadLetterRatio ` of the records consumed by {{ $labels.namespace }}/{{ $labels.job }} went to the dead-letter topic over 10 minutes. The emogate_records_dead_lettered_total{reason} breakdown and the DLQ headers (emogate.error) name the cause, usually a producer writing another schema or feature set.` | quote }}
+    - alert: EmogateConsumerLagGrowing
+      expr: |-
+        sum by (namespace, job, topic) (emogate_consumer_lag_records{ {{- $sel -}} }) > {{ $p.lagThreshold | int64 }}
+        and
+        sum by (namespace, job, topic) (deriv(emogate_consumer_lag_records{ {{- $sel -}} }[15m])) > 0
+      for: 15m
+      labels:
+        severity: warning
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate consumer lag on {{ $labels.topic }} is {{ $value }} records and growing` | quote }}
+        description: {{ `{{ $labels.namespace }}/{{ $labels.job }} falls behind its input. Add replicas up to the partition count, give the pods more CPU (or GPUs), or raise batch.max_records; see docs/operations.md (scaling).` | quote }}
+    - alert: EmogateNotReady
+      expr: |-
+        max by (namespace, job, pod) (emogate_ready{ {{- $sel -}} }) == 0
+      for: 10m
+      labels:
+        severity: warning
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate pod {{ $labels.pod }} is not ready` | quote }}
+        description: {{ `{{ $labels.namespace }}/{{ $labels.pod }} has reported not ready for 10 minutes: its model is not loaded, the broker is unreachable, or it has no partitions (more replicas than input partitions). GET /readyz on the pod says which.` | quote }}
+    - alert: EmogateTargetDown
+      expr: |-
+        up{ {{- $sel -}} } == 0
+      for: 5m
+      labels:
+        severity: critical
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate target {{ $labels.instance }} is down` | quote }}
+        description: {{ `Prometheus cannot scrape {{ $labels.namespace }}/{{ $labels.job }} at {{ $labels.instance }} for 5 minutes.` | quote }}
+    - alert: EmogateExecutionProviderFallback
+      expr: |-
+        max by (namespace, job, pod, provider) (emogate_execution_provider_info{ {{- $sel -}},fallback="true"}) == 1
+      for: 15m
+      labels:
+        severity: info
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate pod {{ $labels.pod }} runs on {{ $labels.provider }} after falling back` | quote }}
+        description: {{ `execution_provider = "auto" could not use CUDA on {{ $labels.pod }} and runs on {{ $labels.provider }}; expect lower throughput. The pod log says why (driver, library, no GPU).` | quote }}
+{{- end }}

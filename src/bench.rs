@@ -1,0 +1,126 @@
+//! Measurement helpers behind `emogate bench`: raw ONNX Runtime throughput on pre-decoded
+//! batches and the process's peak memory.
+//!
+//! Raw throughput is the ceiling the streaming pipeline is compared against (DESIGN §3:
+//! `e2e_to_raw_ratio`), so it is measured the way the pipeline runs inference: through the
+//! same [`ModelPool`], with batches already in the pool's row-major layout.
+
+use std::time::Instant;
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+
+use crate::model::{LoadedModel, ModelError, ModelOptions, ModelPool};
+
+/// How to run the raw measurement.
+#[derive(Debug, Clone)]
+pub struct RawBenchConfig {
+    pub batch: usize,
+    /// Records to time (rounded up to whole batches); one extra batch warms up first.
+    pub records: usize,
+    pub workers: usize,
+    pub options: ModelOptions,
+    pub seed: u64,
+}
+
+/// Result of the raw measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawBenchResult {
+    pub records: usize,
+    pub seconds: f64,
+    pub records_per_sec: f64,
+    /// Per-batch wall time percentiles, milliseconds.
+    pub batch_p50_ms: f64,
+    pub batch_p99_ms: f64,
+    pub execution_provider: String,
+}
+
+/// Runs `records` rows of deterministic random features through a pool, `workers` batches in
+/// flight at a time, and reports the sustained rate.
+pub fn raw_inference(model: &LoadedModel, config: &RawBenchConfig) -> Result<RawBenchResult, ModelError> {
+    let batch = config.batch.max(1);
+    let dims = model.manifest.feature_dims;
+    let workers = config.workers.max(1);
+    let pool = ModelPool::new(model, &config.options, workers, workers)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
+    let template: Vec<f32> = (0..batch * dims).map(|_| rng.random_range(-2.0f32..2.0)).collect();
+    pool.infer(template.clone())?.predictions?;
+
+    let batches = config.records.div_ceil(batch).max(1);
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    let mut in_flight = 0;
+    let mut latencies = Vec::with_capacity(batches);
+    let mut failure = None;
+    for _ in 0..batches {
+        if in_flight == workers {
+            let (t, result): (f64, Result<(), ModelError>) = rx.recv().map_err(|_| ModelError::PoolClosed)?;
+            latencies.push(t);
+            failure = failure.or(result.err());
+            in_flight -= 1;
+        }
+        let tx = tx.clone();
+        let submitted = Instant::now();
+        pool.submit(template.clone(), move |r| {
+            let _ = tx.send((submitted.elapsed().as_secs_f64() * 1e3, r.predictions.map(|_| ())));
+        })?;
+        in_flight += 1;
+    }
+    for _ in 0..in_flight {
+        let (t, result) = rx.recv().map_err(|_| ModelError::PoolClosed)?;
+        latencies.push(t);
+        failure = failure.or(result.err());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    latencies.sort_by(f64::total_cmp);
+    let records = batches * batch;
+    Ok(RawBenchResult {
+        records,
+        seconds,
+        records_per_sec: records as f64 / seconds,
+        batch_p50_ms: percentile(&latencies, 0.50),
+        batch_p99_ms: percentile(&latencies, 0.99),
+        execution_provider: pool.provider().kind.to_string(),
+    })
+}
+
+/// Nearest-rank percentile of sorted values (0 for an empty slice).
+pub fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Peak resident set size of this process in MiB (`VmHWM`), when the OS reports it.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&v, 1.0), 100.0);
+        assert_eq!(percentile(&[3.0], 0.99), 3.0);
+        assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn peak_rss_is_reported_on_linux() {
+        let rss = peak_rss_mb().expect("VmHWM in /proc/self/status");
+        assert!(rss > 1.0 && rss < 64.0 * 1024.0, "{rss}");
+    }
+}

@@ -1,0 +1,147 @@
+//! A pool of inference workers, each owning one ONNX Runtime session.
+//!
+//! ORT sessions run with `&mut self`, and a mutex around one session would serialise the
+//! service on it. Instead every worker thread owns a session created from the same model
+//! bytes; the sessions share ONNX Runtime's pre-packed weights container, so the packed
+//! GEMM weights exist once however many workers there are. Work arrives over a bounded
+//! queue: when every worker is busy and the queue is full, [`ModelPool::submit`] blocks,
+//! which is the backpressure the pipeline relies on (it runs off the async runtime).
+
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use ort::session::builder::PrepackedWeights;
+
+use super::error::ModelError;
+use super::manifest::Manifest;
+use super::prediction::Prediction;
+use super::provider::ActiveProvider;
+use super::session::{InferenceSession, LoadedModel, ModelOptions};
+
+/// The answer to one submitted batch. The input buffer comes back so the caller can reuse
+/// its allocation for the next batch.
+#[derive(Debug)]
+pub struct BatchResult {
+    pub features: Vec<f32>,
+    pub predictions: Result<Vec<Prediction>, ModelError>,
+}
+
+type Reply = Box<dyn FnOnce(BatchResult) + Send + 'static>;
+
+struct Job {
+    features: Vec<f32>,
+    reply: Reply,
+}
+
+/// Worker threads with one session each, fed by a bounded queue.
+pub struct ModelPool {
+    sender: Option<SyncSender<Job>>,
+    workers: Vec<JoinHandle<()>>,
+    manifest: Manifest,
+    provider: ActiveProvider,
+}
+
+impl ModelPool {
+    /// Creates `workers` sessions (errors surface here, before any thread starts) and a
+    /// queue holding up to `queue_capacity` batches beyond those being run.
+    pub fn new(
+        model: &LoadedModel,
+        options: &ModelOptions,
+        workers: usize,
+        queue_capacity: usize,
+    ) -> Result<ModelPool, ModelError> {
+        let workers = workers.max(1);
+        // Every ort call needs the runtime loaded first (ort would otherwise try its own
+        // default library path and panic).
+        super::runtime::ensure_runtime(options.ort_library.as_deref())?;
+        let prepacked = PrepackedWeights::new();
+        let sessions = (0..workers)
+            .map(|_| InferenceSession::new(model, options, Some(&prepacked)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let provider = sessions[0].provider().clone();
+        let (sender, receiver) = mpsc::sync_channel::<Job>(queue_capacity);
+        let receiver = Arc::new(Mutex::new(receiver));
+        let workers = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(i, session)| {
+                let receiver = Arc::clone(&receiver);
+                std::thread::Builder::new()
+                    .name(format!("emogate-infer-{i}"))
+                    .spawn(move || worker_loop(session, &receiver))
+                    .map_err(|source| ModelError::Io { path: "<thread spawn>".into(), source })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ModelPool { sender: Some(sender), workers, manifest: model.manifest.clone(), provider })
+    }
+
+    /// The manifest of the model the pool serves.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The execution provider the sessions run on.
+    pub fn provider(&self) -> &ActiveProvider {
+        &self.provider
+    }
+
+    /// Number of worker sessions.
+    pub fn workers(&self) -> usize {
+        self.workers.len()
+    }
+
+    /// Queues a batch; `reply` runs on the worker thread with the result. Blocks while the
+    /// queue is full.
+    pub fn submit(
+        &self,
+        features: Vec<f32>,
+        reply: impl FnOnce(BatchResult) + Send + 'static,
+    ) -> Result<(), ModelError> {
+        let sender = self.sender.as_ref().ok_or(ModelError::PoolClosed)?;
+        sender.send(Job { features, reply: Box::new(reply) }).map_err(|_| ModelError::PoolClosed)
+    }
+
+    /// Runs one batch and waits for it.
+    pub fn infer(&self, features: Vec<f32>) -> Result<BatchResult, ModelError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        self.submit(features, move |result| {
+            // The receiver is waiting below; it can only be gone if this thread unwound.
+            let _ = tx.send(result);
+        })?;
+        rx.recv().map_err(|_| ModelError::PoolClosed)
+    }
+
+    /// Stops accepting work, lets the workers finish what is queued, and joins them.
+    pub fn shutdown(mut self) {
+        self.close();
+    }
+
+    fn close(&mut self) {
+        self.sender.take();
+        for worker in self.workers.drain(..) {
+            if worker.join().is_err() {
+                tracing::error!("an inference worker panicked");
+            }
+        }
+    }
+}
+
+impl Drop for ModelPool {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn worker_loop(mut session: InferenceSession, receiver: &Mutex<Receiver<Job>>) {
+    loop {
+        // Hold the lock only to take one job, never while running it.
+        let job = match receiver.lock() {
+            Ok(rx) => rx.recv(),
+            Err(poisoned) => poisoned.into_inner().recv(),
+        };
+        let Ok(Job { features, reply }) = job else { return };
+        let predictions = session.run(&features);
+        reply(BatchResult { features, predictions });
+    }
+}
