@@ -16,6 +16,7 @@ use super::serving::{self, AttributeOutputs, ServingParams};
 use super::TrainError;
 use crate::attribute::{Attribute, PerAttribute};
 use crate::model::manifest::{CoverageThresholds, Manifest, MODEL_FILE};
+use crate::uncertainty;
 
 /// One point of a reject curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -81,13 +82,15 @@ pub fn run_split(
     Ok((rows, out))
 }
 
-/// Scores outputs of [`run_split`] against the corpus labels.
+/// Scores outputs of [`run_split`] against the corpus labels, with the same
+/// [`crate::uncertainty`] functions `emogate evaluate` uses, so the manifest's numbers and
+/// the evaluation report agree.
 pub fn score(
     corpus: &Corpus,
     rows: &[usize],
     out: &PerAttribute<AttributeOutputs>,
-) -> PerAttribute<AttributeEval> {
-    PerAttribute::from_fn(|a| {
+) -> Result<PerAttribute<AttributeEval>, TrainError> {
+    PerAttribute::try_from_fn(|a| {
         let o = &out[a];
         let labels = corpus.labels(rows, a);
         let sd: Vec<f32> = rows.iter().map(|&i| metrics::vote_std(&corpus.ratings(i, a))).collect();
@@ -104,31 +107,43 @@ pub fn score(
             })
             .sum::<f64>()
             / rows.len() as f64;
-        AttributeEval {
+        let curve =
+            uncertainty::coverage_curve(&o.value, &labels.consensus, &o.entropy, &metrics::coverage_grid())?;
+        Ok(AttributeEval {
             n: rows.len(),
-            ccc_full: metrics::ccc(&o.value, &labels.consensus),
-            ccc_consensus_head: metrics::ccc(&o.consensus, &labels.consensus),
+            ccc_full: uncertainty::ccc(&o.value, &labels.consensus)?,
+            ccc_consensus_head: uncertainty::ccc(&o.consensus, &labels.consensus)?,
             mean_entropy: o.entropy.iter().map(|&e| e as f64).sum::<f64>() / rows.len() as f64,
             kld_soft: kld,
-            coverage_curve: metrics::coverage_curve(&o.value, &labels.consensus, &o.entropy)
+            coverage_curve: curve
                 .into_iter()
-                .map(|(coverage, ccc)| CoveragePoint { coverage, ccc })
+                .map(|p| CoveragePoint { coverage: p.coverage, ccc: p.ccc })
                 .collect(),
-            quintile_ccc: metrics::quintile_ccc(&o.value, &labels.consensus, &o.entropy),
+            quintile_ccc: uncertainty::quintile_ccc(&o.value, &labels.consensus, &o.entropy)?,
             entropy_vs_disagreement: metrics::pearson(&o.entropy, &sd),
-        }
+        })
     })
 }
 
-/// Thresholds for each coverage from per-attribute dev entropies.
+/// Thresholds for each coverage from per-attribute dev entropies: the entropy of the
+/// record at rank ⌈c·n⌉ (so `entropy <= threshold` accepts the fraction c of the dev split);
+/// coverage 1.0 gives ln 7, accepting everything.
 pub fn thresholds(entropy: &PerAttribute<Vec<f32>>, coverages: &[f64]) -> Vec<CoverageThresholds> {
     let mut cs = coverages.to_vec();
     cs.sort_by(f64::total_cmp);
     cs.dedup();
+    // Full coverage accepts every record, also beyond the dev split's largest entropy: ln 7.
+    let max_entropy = (crate::LIKERT_BINS as f32).ln();
     cs.into_iter()
         .map(|c| CoverageThresholds {
             coverage: c,
-            entropy: PerAttribute::from_fn(|a| metrics::threshold_for_coverage(&entropy[a], c)),
+            entropy: PerAttribute::from_fn(|a| {
+                if c >= 1.0 {
+                    max_entropy
+                } else {
+                    metrics::threshold_for_coverage(&entropy[a], c)
+                }
+            }),
         })
         .collect()
 }
@@ -185,7 +200,7 @@ mod tests {
         assert_eq!(t[0].coverage, 0.5);
         assert!((t[0].entropy.valence - 0.4).abs() < 1e-6);
         assert!((t[0].entropy.dominance - 0.6).abs() < 1e-6);
-        assert!((t[1].entropy.valence - 0.9).abs() < 1e-6);
+        assert!((t[1].entropy.valence - 7f32.ln()).abs() < 1e-6);
         let old = vec![CoverageThresholds { coverage: 0.5, entropy: PerAttribute::from_fn(|_| 9.0) }];
         let merged = merge_thresholds(&old, thresholds(&e, &[0.5, 0.2]));
         assert_eq!(merged.iter().map(|t| t.coverage).collect::<Vec<_>>(), vec![0.2, 0.5]);

@@ -58,6 +58,10 @@ pub struct TrainArgs {
     /// One or two epochs per phase: exercises the whole path in seconds.
     #[arg(long)]
     pub quick: bool,
+    /// Train nothing: fuse the checkpoints already in OUT/parts/ into the serving graph
+    /// (e.g. again with another --mc-samples or --noise-bank), evaluate and calibrate.
+    #[arg(long, conflicts_with = "attribute")]
+    pub export_only: bool,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Monte-Carlo samples S in the exported noise bank.
@@ -184,9 +188,51 @@ fn config_from(args: &TrainArgs) -> TrainConfig {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct PartInfo {
     corpus_hash: String,
+    /// The command that trained this part.
+    #[serde(default)]
+    command: String,
     noise_seed: u64,
     report: serde_json::Value,
     config: serde_json::Value,
+}
+
+/// The `emogate train` command line that `args` stands for (recorded in the manifest).
+fn command_line(args: &TrainArgs) -> String {
+    let mut c = format!("emogate train --corpus {} --out {}", args.corpus.display(), args.out.display());
+    if let Some(a) = args.attribute {
+        c += &format!(" --attribute {a}");
+    }
+    for (flag, on) in [
+        (" --quick", args.quick),
+        (" --export-only", args.export_only),
+        (" --encoder-dropout", args.encoder_dropout),
+    ] {
+        if on {
+            c += flag;
+        }
+    }
+    c += &format!(" --seed {} --mc-samples {} --noise-seed {}", args.seed, args.mc_samples, args.noise_seed);
+    if args.noise_bank != BankKind::Gaussian {
+        c += " --noise-bank antithetic";
+    }
+    let opts = [
+        ("--pretrain-epochs", args.pretrain_epochs.map(|v| v.to_string())),
+        ("--joint-epochs", args.joint_epochs.map(|v| v.to_string())),
+        ("--stl-epochs", args.stl_epochs.map(|v| v.to_string())),
+        ("--batch", args.batch.map(|v| v.to_string())),
+        ("--alpha", args.alpha.map(|v| v.to_string())),
+        ("--beta", args.beta.map(|v| v.to_string())),
+        ("--gamma", args.gamma.map(|v| v.to_string())),
+        ("--mc-train", args.mc_train.map(|v| v.to_string())),
+        ("--dropout-valence", args.dropout_valence.map(|v| v.to_string())),
+        ("--dropout-arousal-dominance", args.dropout_arousal_dominance.map(|v| v.to_string())),
+    ];
+    for (flag, v) in opts {
+        if let Some(v) = v {
+            c += &format!(" {flag} {v}");
+        }
+    }
+    c
 }
 
 /// `emogate train`
@@ -209,15 +255,17 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
     let parts = args.out.join("parts");
     std::fs::create_dir_all(&parts).map_err(TrainError::io(&parts))?;
     let mp = MultiProgress::new();
-    let attributes: Vec<Attribute> = match args.attribute {
-        Some(a) => vec![a],
-        None => Attribute::ALL.to_vec(),
+    let attributes: Vec<Attribute> = match (args.export_only, args.attribute) {
+        (true, _) => vec![],
+        (false, Some(a)) => vec![a],
+        (false, None) => Attribute::ALL.to_vec(),
     };
     for a in attributes {
         let (params, report) = trainer::train_attribute(&data, a, &cfg, &bank, &mp)?;
         serving::save_attribute(&parts.join(format!("{a}.safetensors")), &params)?;
         let info = PartInfo {
             corpus_hash: corpus_hash.clone(),
+            command: command_line(args),
             noise_seed: args.noise_seed,
             report: serde_json::to_value(&report).expect("report serialises"),
             config: serde_json::to_value(&cfg).expect("config serialises"),
@@ -246,9 +294,9 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
             line: e.line(),
             reason: e.to_string(),
         })?;
-        if info.corpus_hash != corpus_hash || info.noise_seed != args.noise_seed {
+        if info.corpus_hash != corpus_hash {
             return Err(TrainError::Config(format!(
-                "{} was trained on another corpus or noise seed; retrain {a} (or remove it)",
+                "{} was trained on another corpus; retrain {a} (or remove it)",
                 path.display()
             )));
         }
@@ -257,7 +305,7 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
     })?;
     let params =
         ServingParams { norm: data.norm.clone(), noise: bank, mc_samples: args.mc_samples, attributes };
-    export(args, &cfg, &corpus, &corpus_hash, &params, &infos)
+    export(args, &corpus, &corpus_hash, &params, &infos)
 }
 
 fn print_throughput(a: Attribute, r: &AttributeReport) {
@@ -313,7 +361,6 @@ pub fn print_eval(split: &str, eval: &PerAttribute<AttributeEval>) {
 
 fn export(
     args: &TrainArgs,
-    cfg: &TrainConfig,
     corpus: &Corpus,
     corpus_hash: &str,
     params: &ServingParams,
@@ -331,21 +378,19 @@ fn export(
     // Evaluate the weights as written (read back), so metrics describe the file.
     let served = onnx::read(&model_path)?;
     let (dev_rows, dev_out) = calibrate::run_split(&served, corpus, Split::Dev)?;
-    let dev_eval = calibrate::score(corpus, &dev_rows, &dev_out);
+    let dev_eval = calibrate::score(corpus, &dev_rows, &dev_out)?;
     let (test_rows, test_out) = calibrate::run_split(&served, corpus, Split::Test)?;
-    let test_eval = calibrate::score(corpus, &test_rows, &test_out);
+    let test_eval = calibrate::score(corpus, &test_rows, &test_out)?;
     print_eval("dev", &dev_eval);
     print_eval("test", &test_eval);
 
     let dev_entropy = PerAttribute::from_fn(|a| dev_out[a].entropy.clone());
     let thresholds = calibrate::thresholds(&dev_entropy, &metrics::coverage_grid());
+    // Hyper-parameters as each attribute was trained (they may come from separate runs).
     let mut hyper: BTreeMap<String, serde_json::Value> =
-        match serde_json::to_value(cfg).expect("config serialises") {
-            serde_json::Value::Object(m) => m.into_iter().collect(),
-            _ => BTreeMap::new(),
-        };
+        infos.iter().map(|(a, i)| (a.clone(), i.config.clone())).collect();
     hyper.insert("noise_seed".into(), args.noise_seed.into());
-    hyper.insert("quick".into(), args.quick.into());
+    hyper.insert("mc_samples".into(), params.mc_samples.into());
     let mut metrics_map = BTreeMap::new();
     metrics_map.insert("dev".into(), serde_json::to_value(&dev_eval).expect("metrics serialise"));
     metrics_map.insert("test".into(), serde_json::to_value(&test_eval).expect("metrics serialise"));
@@ -353,15 +398,15 @@ fn export(
         "training".into(),
         serde_json::Value::Object(infos.iter().map(|(k, v)| (k.clone(), v.report.clone())).collect()),
     );
-    let command = format!(
-        "emogate train --corpus {} --out {}{} --seed {} --mc-samples {} --noise-seed {}",
-        args.corpus.display(),
-        args.out.display(),
-        if args.quick { " --quick" } else { "" },
-        args.seed,
-        args.mc_samples,
-        args.noise_seed
-    );
+    // What reproduces the model: the training command(s) of the parts, then this export.
+    let mut commands: Vec<String> =
+        infos.values().map(|i| i.command.clone()).filter(|c| !c.is_empty()).collect();
+    commands.dedup();
+    let this = command_line(args);
+    if !commands.contains(&this) {
+        commands.push(this);
+    }
+    let command = commands.join(" && ");
     let manifest = Manifest {
         id: args.id.clone(),
         version: args.version.clone(),

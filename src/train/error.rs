@@ -28,6 +28,9 @@ pub enum TrainError {
     #[error(transparent)]
     Model(#[from] crate::model::ModelError),
 
+    #[error("evaluation: {0}")]
+    Metric(#[from] crate::uncertainty::MetricError),
+
     #[error("training diverged: {0}")]
     Diverged(String),
 }

@@ -130,7 +130,13 @@ impl VaeEr {
     /// (1 − CCC) term starts from a sensible location.
     /// `soft_prior` (the mean training soft label) initialises the softmax head so that it
     /// starts at the marginal label distribution, with small weights.
-    pub fn new(dims: usize, seed: u64, consensus_bias: f32, soft_prior: &[f32; LIKERT_BINS], dev: &Device) -> Result<VaeEr> {
+    pub fn new(
+        dims: usize,
+        seed: u64,
+        consensus_bias: f32,
+        soft_prior: &[f32; LIKERT_BINS],
+        dev: &Device,
+    ) -> Result<VaeEr> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let net = VaeEr {
             enc: stack(dims, VAE_HIDDEN, VAE_LAYERS, &mut rng, dev)?,
@@ -331,7 +337,10 @@ mod tests {
         let dev = Device::Cpu;
         let nets: Vec<(VaeEr, Stl)> = (0..3)
             .map(|k| {
-                (VaeEr::new(dims, 10 + k, 4.0, &[1.0 / 7.0; LIKERT_BINS], &dev).unwrap(), Stl::new(dims, 20 + k, 4.0, &dev).unwrap())
+                (
+                    VaeEr::new(dims, 10 + k, 4.0, &[1.0 / 7.0; LIKERT_BINS], &dev).unwrap(),
+                    Stl::new(dims, 20 + k, 4.0, &dev).unwrap(),
+                )
             })
             .collect();
         let raw: Vec<f32> = (0..n * dims).map(|i| ((i * 37 % 101) as f32) * 0.3 - 2.0).collect();
