@@ -109,3 +109,29 @@ mod tests {
         assert!((kl - (7f32.ln() - 2f32.ln())).abs() < 1e-5, "{kl}");
     }
 }
+
+#[cfg(test)]
+mod gradient_tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// The soft-label loss must reach the logits through the softmax. (candle-nn's fused
+    /// `softmax_last_dim` has no backward pass and silently cut this gradient: the
+    /// distribution head of the first default model never left its initialisation.)
+    #[test]
+    fn kld_gradient_reaches_the_logits_through_the_softmax() {
+        let dev = Device::Cpu;
+        let logits = Var::from_slice(&[0.5f32, -0.2, 0.1, 0.0, 0.3, -0.4, 0.2], (1, 7), &dev).unwrap();
+        let p = candle_nn::ops::softmax(logits.as_tensor(), D::Minus1).unwrap();
+        let target = Tensor::from_slice(&[0.0f32, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0], (1, 7), &dev).unwrap();
+        let ne = Tensor::from_slice(&[-(2f32.ln())], 1, &dev).unwrap();
+        let grads = kld_soft(&target, &ne, &p).unwrap().backward().unwrap();
+        let g = grads.get(logits.as_tensor()).expect("gradient reaches the logits").to_vec2::<f32>().unwrap();
+        // d KLD / d logit = p − t.
+        let pv = p.to_vec2::<f32>().unwrap();
+        let t = target.to_vec2::<f32>().unwrap();
+        for j in 0..7 {
+            assert!((g[0][j] - (pv[0][j] - t[0][j])).abs() < 1e-5, "{g:?}");
+        }
+    }
+}

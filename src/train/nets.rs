@@ -211,7 +211,7 @@ impl VaeEr {
             }
         }
         let consensus = self.consensus.forward(&h)?.squeeze(D::Minus1)?;
-        let probs = candle_nn::ops::softmax_last_dim(&self.soft.forward(&h)?)?;
+        let probs = candle_nn::ops::softmax(&self.soft.forward(&h)?, D::Minus1)?;
         Ok((consensus, probs))
     }
 

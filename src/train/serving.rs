@@ -206,7 +206,7 @@ pub fn forward(
                 g = dense(&g, layer, &dev)?.tanh()?;
             }
             let consensus = dense(&g, &p.consensus, &dev)?.reshape((n, s))?.mean(1)?;
-            let probs = candle_nn::ops::softmax_last_dim(&dense(&g, &p.soft, &dev)?)?;
+            let probs = candle_nn::ops::softmax(&dense(&g, &p.soft, &dev)?, D::Minus1)?;
             let dist = probs.reshape((n, s, LIKERT_BINS))?.mean(1)?;
             let entropy = (&dist * dist.clamp(ENTROPY_FLOOR, f32::MAX)?.log()?)?.sum(D::Minus1)?.neg()?;
             let mut v = x.clone();

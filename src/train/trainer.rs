@@ -90,6 +90,7 @@ impl TrainConfig {
     /// A few epochs of everything: exercises the whole path in seconds.
     pub fn quick(seed: u64) -> TrainConfig {
         TrainConfig {
+            batch: 64,
             pretrain_epochs: 1,
             joint_epochs: 2,
             stl_epochs: 2,
