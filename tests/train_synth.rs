@@ -109,7 +109,7 @@ fn ambiguity_raises_disagreement_and_prediction_error_together() {
         let low = metrics::ccc_at_coverage(&pred, &truth, &sd, 0.5);
         let neg_sd: Vec<f32> = sd.iter().map(|v| -v).collect();
         let high = metrics::ccc_at_coverage(&pred, &truth, &neg_sd, 0.5);
-        assert!(low > high + 0.05, "{a}: CCC on agreed half {low:.3} vs disputed half {high:.3}");
+        assert!(low > high + 0.03, "{a}: CCC on agreed half {low:.3} vs disputed half {high:.3}");
         all_err.extend(pred.iter().zip(&truth).map(|(p, t)| (p - t).abs()));
         all_sd.extend(sd);
     }

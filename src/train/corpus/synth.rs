@@ -10,12 +10,12 @@
 //!    latent sources `s` to 6,373 features with openSMILE-like scales.
 //! 2. Per utterance: a speaker (emotional baseline + 6-dim voice), true attributes
 //!    `y ~ N(speaker baseline, Σ)` with arousal–dominance correlation, and an ambiguity
-//!    `u ~ Beta(2, 3)`.
-//! 3. Expressed attributes `e_a = κ_a (1 − ½u) y_a + (σ_a + 0.9u) ξ_a`: ambiguous utterances
+//!    `u ~ Beta(1.5, 2)`.
+//! 3. Expressed attributes `e_a = κ_a (1 − 0.8u) y_a + (σ_a + 1.5u) ξ_a`: ambiguous utterances
 //!    carry less of `y` and more that is unrelated to it. The sources are `s = [e, 2u − 1,
 //!    voice, content]`, so the acoustics reveal how ambiguous an utterance is.
 //! 4. Votes from an annotator pool with per-annotator bias and noise scale:
-//!    `round(c + g (y_a + bias + (0.3 + 1.4u) m η))`, clipped to the Likert scale.
+//!    `round(c + g (y_a + bias + (0.3 + 1.8u) m η))`, clipped to the Likert scale.
 //!
 //! Every draw comes from a ChaCha8 stream keyed by (seed, purpose, index), so a corpus is a
 //! pure function of its seed and sizes, independent of thread count.
@@ -135,7 +135,7 @@ const SIGMA_EXPR_AMBIGUITY: f32 = 1.5;
 /// Fraction of the attribute signal an utterance with u = 1 loses in its acoustics.
 const SHRINK_AMBIGUITY: f32 = 0.8;
 const RATER_NOISE: f32 = 0.3;
-const RATER_NOISE_AMBIGUITY: f32 = 1.0;
+const RATER_NOISE_AMBIGUITY: f32 = 1.8;
 const AMBIGUITY_BETA: (f32, f32) = (1.5, 2.0);
 
 /// splitmix64: derives independent stream seeds from (seed, purpose, index).
