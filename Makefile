@@ -12,6 +12,8 @@ ORT_MINOR := $(word 2,$(subst ., ,$(ORT_VERSION)))
 CARGO_FEATURES ?=
 FEATURES := ort-api-$(ORT_MINOR) $(CARGO_FEATURES)
 CARGO_FLAGS := --release --no-default-features --features "$(strip $(FEATURES))"
+# Tests and lint also cover the trainer (feature `train`: synth → train --quick → export → calibrate).
+TEST_FLAGS := --release --no-default-features --features "$(strip $(FEATURES) train)"
 
 CACHE := $(CURDIR)/.cache
 ORT_DIR := $(CACHE)/onnxruntime/$(ORT_VERSION)
@@ -31,7 +33,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TANSU := $(CACHE)/bin/tansu
 export EMOGATE_TANSU ?= $(TANSU)
 
-.PHONY: deps system-deps build demo test test-deploy test-slow bench lint fixture-model clean-cache
+.PHONY: deps system-deps build demo test test-deploy test-slow bench lint default-model fixture-model clean-cache
 
 ## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
 ## test references and the Tansu test broker into .cache/
@@ -68,7 +70,7 @@ demo: build
 ## test: the whole suite (unit, property, cross-implementation, ORT parity, the pipeline on the
 ## mock cluster and on a Tansu broker started on 127.0.0.1, or on EMOGATE_TEST_BROKERS)
 test: deps
-	cargo test $(CARGO_FLAGS)
+	cargo test $(TEST_FLAGS)
 	$(PY) scripts/test_deploy.py
 
 ## test-deploy: Dockerfiles, Helm chart, dashboard and alert rules only (offline, seconds)
@@ -79,7 +81,7 @@ test-deploy: $(PY_STAMP)
 ## pipeline tests that need a broker hiding aborted transactions, which Tansu 0.6 does not
 test-slow: test
 ifdef EMOGATE_TEST_BROKERS
-	cargo test $(CARGO_FLAGS) --test pipeline_broker -- --include-ignored
+	cargo test $(TEST_FLAGS) --test pipeline_broker -- --include-ignored
 else
 	@echo "test-slow: set EMOGATE_TEST_BROKERS=host:port to run the ignored pipeline_broker tests against a Kafka cluster"
 endif
@@ -91,7 +93,12 @@ bench: deps
 ## lint: formatting and clippy, warnings are errors
 lint:
 	cargo fmt --all -- --check
-	cargo clippy $(CARGO_FLAGS) --all-targets -- -D warnings
+	cargo clippy $(TEST_FLAGS) --all-targets -- -D warnings
+
+## default-model: retrain models/default on the synthetic corpus (docs/model-card.md; ~20 min on 2 cores)
+default-model: deps
+	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-default
+	cargo run $(TEST_FLAGS) -- train --corpus corpora/synth-default --out models/default
 
 ## fixture-model: rebuild the committed random-weight fixture model (deterministic)
 fixture-model: $(PY_STAMP)

@@ -15,6 +15,7 @@
 //! | [`policy`] | reject policy: calibrated thresholds, UTL source mapping, record decision | pure |
 //! | [`pipeline`] | the streaming infer stage: source, batcher, inference hand-off, router, delivery, offsets | Kafka |
 //! | [`telemetry`] | tracing set-up, Prometheus metrics, `/metrics` `/healthz` `/readyz` | HTTP |
+//! | `train` | (feature `train`) synthetic/MSP-style corpora, VAE-ER + STL training in candle, ONNX export, calibration | files |
 //!
 //! The binary (`src/main.rs`) is the only place that uses `anyhow`; every module here
 //! returns its own `thiserror` enum so callers can match on what went wrong.
@@ -28,6 +29,8 @@ pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod telemetry;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod uncertainty;
 
 pub use attribute::{Attribute, PerAttribute, LIKERT_BINS};

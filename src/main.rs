@@ -75,6 +75,15 @@ enum Command {
     },
     /// Measures inference throughput and prints one JSON object (DESIGN §3).
     Bench(BenchArgs),
+    /// Writes a synthetic corpus with per-annotator votes (feature `train`).
+    #[cfg(feature = "train")]
+    Synth(emogate::train::cli::SynthArgs),
+    /// Trains VAE-ER and the STL regressors, exports model.onnx + manifest.json (feature `train`).
+    #[cfg(feature = "train")]
+    Train(emogate::train::cli::TrainArgs),
+    /// Fits entropy thresholds for target coverages on the dev split (feature `train`).
+    #[cfg(feature = "train")]
+    Calibrate(emogate::train::cli::CalibrateArgs),
 }
 
 #[derive(clap::Args)]
@@ -168,6 +177,21 @@ fn main() -> Result<()> {
         Command::Bench(args) => {
             telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn")?;
             bench(args)
+        }
+        #[cfg(feature = "train")]
+        Command::Synth(args) => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
+            Ok(emogate::train::cli::run_synth(&args)?)
+        }
+        #[cfg(feature = "train")]
+        Command::Train(args) => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
+            Ok(emogate::train::cli::run_train(&args)?)
+        }
+        #[cfg(feature = "train")]
+        Command::Calibrate(args) => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
+            Ok(emogate::train::cli::run_calibrate(&args)?)
         }
         Command::Produce { brokers, topic, corpus, synthetic, rate, dims, seed, schema_id, properties } => {
             telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;

@@ -1,0 +1,482 @@
+//! `emogate synth`, `emogate train` and `emogate calibrate` (DESIGN §3): argument structs
+//! and the glue between files, the trainer, the exporter and the manifest. `src/main.rs`
+//! only dispatches here.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::MultiProgress;
+
+use super::calibrate::{self, AttributeEval};
+use super::corpus::msp::{self, FeatureFormat};
+use super::corpus::synth::{self, Sizes, SynthConfig, Variant};
+use super::corpus::{Corpus, Split};
+use super::nets::LATENT;
+use super::serving::{self, ServingParams};
+use super::trainer::{self, AttributeReport, Prepared, TrainConfig};
+use super::{metrics, onnx, TrainError};
+use crate::attribute::{Attribute, PerAttribute};
+use crate::model::manifest::{Manifest, MODEL_FILE};
+use crate::model::{NoiseBank, TrainingInfo};
+
+/// `emogate synth`
+#[derive(Debug, Clone, clap::Args)]
+pub struct SynthArgs {
+    /// Output directory (created).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed; the corpus is a pure function of seed, variant and sizes.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// `tiny`, `default`, `paper` (MSP-Podcast 1.6 / IEMOCAP sizes) or
+    /// `train=N,dev=N,test=N,unlabeled=N`.
+    #[arg(long, default_value = "default")]
+    pub sizes: String,
+    /// `msp` (7-point votes, ≥ 5 raters, unlabeled pool) or `iemocap` (cross-corpus role:
+    /// 5-point votes, ≥ 2 raters, shifted features).
+    #[arg(long, value_enum, default_value_t = Variant::Msp)]
+    pub variant: Variant,
+    /// Write features as openSMILE-style CSV instead of `.npy`.
+    #[arg(long)]
+    pub csv: bool,
+}
+
+/// `emogate train`
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrainArgs {
+    /// Corpus directory (MSP-Podcast-style layout, see docs/model-card.md).
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Model directory to write (model.onnx, manifest.json, parts/).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Train only this attribute (its checkpoint goes to OUT/parts/); the serving graph is
+    /// exported once all three attributes have checkpoints there.
+    #[arg(long)]
+    pub attribute: Option<Attribute>,
+    /// One or two epochs per phase: exercises the whole path in seconds.
+    #[arg(long)]
+    pub quick: bool,
+    /// Train nothing: fuse the checkpoints already in OUT/parts/ into the serving graph
+    /// (e.g. again with another --mc-samples or --noise-bank), evaluate and calibrate.
+    #[arg(long, conflicts_with = "attribute")]
+    pub export_only: bool,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Monte-Carlo samples S in the exported noise bank.
+    #[arg(long, default_value_t = 100)]
+    pub mc_samples: usize,
+    #[arg(long, value_enum, default_value_t = BankKind::Gaussian)]
+    pub noise_bank: BankKind,
+    /// Seed of the noise bank (recorded in the manifest).
+    #[arg(long, default_value_t = 2020)]
+    pub noise_seed: u64,
+    #[arg(long)]
+    pub pretrain_epochs: Option<usize>,
+    #[arg(long)]
+    pub joint_epochs: Option<usize>,
+    #[arg(long)]
+    pub stl_epochs: Option<usize>,
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Eq. (3) weight of NLL_VAE.
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    /// Eq. (3) weight of (1 − CCC) on consensus labels.
+    #[arg(long)]
+    pub beta: Option<f64>,
+    /// Eq. (3) weight of KLD on soft labels.
+    #[arg(long)]
+    pub gamma: Option<f64>,
+    /// Latent MC samples per utterance in a training step.
+    #[arg(long)]
+    pub mc_train: Option<usize>,
+    /// Dropout rate of the ER/STL hidden layers for valence.
+    #[arg(long)]
+    pub dropout_valence: Option<f32>,
+    /// Dropout rate of the ER/STL hidden layers for arousal and dominance.
+    #[arg(long)]
+    pub dropout_arousal_dominance: Option<f32>,
+    /// Also apply dropout to the VAE encoder's hidden layers.
+    #[arg(long)]
+    pub encoder_dropout: bool,
+    /// Model id written to the manifest.
+    #[arg(long, default_value = "emogate-vae-er")]
+    pub id: String,
+    #[arg(long, default_value = "1")]
+    pub version: String,
+}
+
+/// `emogate calibrate`
+#[derive(Debug, Clone, clap::Args)]
+pub struct CalibrateArgs {
+    /// Model directory (model.onnx + manifest.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Corpus whose dev split calibrates the thresholds.
+    #[arg(long)]
+    pub corpus: PathBuf,
+    /// Target coverage in (0, 1]; default: the grid 0.2, 0.3, …, 1.0.
+    #[arg(long)]
+    pub coverage: Option<f64>,
+}
+
+/// Noise bank kinds the exporter implements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BankKind {
+    Gaussian,
+    Antithetic,
+}
+
+impl From<BankKind> for NoiseBank {
+    fn from(k: BankKind) -> NoiseBank {
+        match k {
+            BankKind::Gaussian => NoiseBank::Gaussian,
+            BankKind::Antithetic => NoiseBank::Antithetic,
+        }
+    }
+}
+
+/// `emogate synth`
+pub fn run_synth(args: &SynthArgs) -> Result<(), TrainError> {
+    let t0 = Instant::now();
+    let sizes = Sizes::parse(&args.sizes, args.variant)?;
+    let (corpus, truth) = synth::generate(&SynthConfig { seed: args.seed, variant: args.variant, sizes })?;
+    let format = if args.csv { FeatureFormat::Csv } else { FeatureFormat::Npy };
+    msp::write(&args.out, &corpus, Some(&truth), format)?;
+    println!(
+        "wrote {} ({} train / {} dev / {} test / {} unlabeled utterances, {} votes, {} features) to {} in {:.1}s",
+        corpus.meta.id,
+        sizes.train,
+        sizes.dev,
+        sizes.test,
+        sizes.unlabeled,
+        corpus.votes.iter().map(Vec::len).sum::<usize>(),
+        corpus.dims,
+        args.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn load_corpus(dir: &Path) -> Result<(Corpus, String), TrainError> {
+    let corpus = msp::load(dir)?;
+    let hash = msp::content_hash(dir)?;
+    Ok((corpus, hash))
+}
+
+fn config_from(args: &TrainArgs) -> TrainConfig {
+    let mut c = if args.quick { TrainConfig::quick(args.seed) } else { TrainConfig::standard(args.seed) };
+    c.pretrain_epochs = args.pretrain_epochs.unwrap_or(c.pretrain_epochs);
+    c.joint_epochs = args.joint_epochs.unwrap_or(c.joint_epochs);
+    c.stl_epochs = args.stl_epochs.unwrap_or(c.stl_epochs);
+    c.batch = args.batch.unwrap_or(c.batch).max(2);
+    c.alpha = args.alpha.unwrap_or(c.alpha);
+    c.beta = args.beta.unwrap_or(c.beta);
+    c.gamma = args.gamma.unwrap_or(c.gamma);
+    c.mc_train = args.mc_train.unwrap_or(c.mc_train).max(1);
+    c.dropout.valence = args.dropout_valence.unwrap_or(c.dropout.valence);
+    let other = args.dropout_arousal_dominance.unwrap_or(c.dropout.arousal);
+    (c.dropout.arousal, c.dropout.dominance) = (other, other);
+    c.encoder_dropout |= args.encoder_dropout;
+    c
+}
+
+/// What a checkpoint part records next to its weights, so parts from another corpus or
+/// noise bank are never fused.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct PartInfo {
+    corpus_hash: String,
+    /// The command that trained this part.
+    #[serde(default)]
+    command: String,
+    noise_seed: u64,
+    report: serde_json::Value,
+    config: serde_json::Value,
+}
+
+/// The `emogate train` command line that `args` stands for (recorded in the manifest).
+fn command_line(args: &TrainArgs) -> String {
+    let mut c = format!("emogate train --corpus {} --out {}", args.corpus.display(), args.out.display());
+    if let Some(a) = args.attribute {
+        c += &format!(" --attribute {a}");
+    }
+    for (flag, on) in [
+        (" --quick", args.quick),
+        (" --export-only", args.export_only),
+        (" --encoder-dropout", args.encoder_dropout),
+    ] {
+        if on {
+            c += flag;
+        }
+    }
+    c += &format!(" --seed {} --mc-samples {} --noise-seed {}", args.seed, args.mc_samples, args.noise_seed);
+    if args.noise_bank != BankKind::Gaussian {
+        c += " --noise-bank antithetic";
+    }
+    let opts = [
+        ("--pretrain-epochs", args.pretrain_epochs.map(|v| v.to_string())),
+        ("--joint-epochs", args.joint_epochs.map(|v| v.to_string())),
+        ("--stl-epochs", args.stl_epochs.map(|v| v.to_string())),
+        ("--batch", args.batch.map(|v| v.to_string())),
+        ("--alpha", args.alpha.map(|v| v.to_string())),
+        ("--beta", args.beta.map(|v| v.to_string())),
+        ("--gamma", args.gamma.map(|v| v.to_string())),
+        ("--mc-train", args.mc_train.map(|v| v.to_string())),
+        ("--dropout-valence", args.dropout_valence.map(|v| v.to_string())),
+        ("--dropout-arousal-dominance", args.dropout_arousal_dominance.map(|v| v.to_string())),
+    ];
+    for (flag, v) in opts {
+        if let Some(v) = v {
+            c += &format!(" {flag} {v}");
+        }
+    }
+    c
+}
+
+/// `emogate train`
+pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
+    let cfg = config_from(args);
+    if args.mc_samples == 0 {
+        return Err(TrainError::Config("--mc-samples must be positive".into()));
+    }
+    let t_load = Instant::now();
+    let (corpus, corpus_hash) = load_corpus(&args.corpus)?;
+    let data = Prepared::new(&corpus)?;
+    eprintln!(
+        "corpus {} ({} utterances, {} features) loaded in {:.1}s",
+        corpus.meta.id,
+        corpus.utterances.len(),
+        corpus.dims,
+        t_load.elapsed().as_secs_f64()
+    );
+    let bank = serving::noise_bank(args.noise_bank.into(), args.mc_samples, args.noise_seed)?;
+    let parts = args.out.join("parts");
+    std::fs::create_dir_all(&parts).map_err(TrainError::io(&parts))?;
+    let mp = MultiProgress::new();
+    let attributes: Vec<Attribute> = match (args.export_only, args.attribute) {
+        (true, _) => vec![],
+        (false, Some(a)) => vec![a],
+        (false, None) => Attribute::ALL.to_vec(),
+    };
+    for a in attributes {
+        let (params, report) = trainer::train_attribute(&data, a, &cfg, &bank, &mp)?;
+        serving::save_attribute(&parts.join(format!("{a}.safetensors")), &params)?;
+        let info = PartInfo {
+            corpus_hash: corpus_hash.clone(),
+            command: command_line(args),
+            noise_seed: args.noise_seed,
+            report: serde_json::to_value(&report).expect("report serialises"),
+            config: serde_json::to_value(&cfg).expect("config serialises"),
+        };
+        let path = parts.join(format!("{a}.json"));
+        std::fs::write(&path, serde_json::to_string_pretty(&info).expect("part info serialises"))
+            .map_err(TrainError::io(&path))?;
+        print_throughput(a, &report);
+    }
+
+    let missing: Vec<Attribute> =
+        Attribute::ALL.into_iter().filter(|a| !parts.join(format!("{a}.safetensors")).exists()).collect();
+    if !missing.is_empty() {
+        println!(
+            "checkpoints for {missing:?} are missing in {}; export happens once all three are trained",
+            parts.display()
+        );
+        return Ok(());
+    }
+    let mut infos = BTreeMap::new();
+    let attributes = PerAttribute::try_from_fn(|a| {
+        let path = parts.join(format!("{a}.json"));
+        let text = std::fs::read_to_string(&path).map_err(TrainError::io(&path))?;
+        let info: PartInfo = serde_json::from_str(&text).map_err(|e| TrainError::Parse {
+            path: path.clone(),
+            line: e.line(),
+            reason: e.to_string(),
+        })?;
+        if info.corpus_hash != corpus_hash {
+            return Err(TrainError::Config(format!(
+                "{} was trained on another corpus; retrain {a} (or remove it)",
+                path.display()
+            )));
+        }
+        infos.insert(a.as_str().to_string(), info);
+        serving::load_attribute(&parts.join(format!("{a}.safetensors")))
+    })?;
+    let params =
+        ServingParams { norm: data.norm.clone(), noise: bank, mc_samples: args.mc_samples, attributes };
+    export(args, &corpus, &corpus_hash, &params, &infos)
+}
+
+fn print_throughput(a: Attribute, r: &AttributeReport) {
+    println!(
+        "{a}: best joint epoch {}, best STL epoch {}; throughput samples/s: VAE {:.0}, VAE-ER {:.0}, STL {:.0}",
+        r.joint_best_epoch,
+        r.stl_best_epoch,
+        r.throughput.pretrain.samples_per_sec,
+        r.throughput.joint.samples_per_sec,
+        r.throughput.stl.samples_per_sec
+    );
+}
+
+/// RFC 3339 UTC timestamp of now (civil-from-days, no calendar dependency).
+fn now_rfc3339() -> String {
+    let secs =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+            as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+/// Prints the paper's central measurements for one split.
+pub fn print_eval(split: &str, eval: &PerAttribute<AttributeEval>) {
+    println!("{split}: CCC of `value`, records ranked by the attribute's own `entropy`");
+    println!(
+        "  {:<10} {:>6} {:>6} {:>6}   quintile CCC (most → least certain)   falls  corr(H, vote sd)",
+        "attribute", "n", "100%", "60%"
+    );
+    for (a, e) in eval.iter() {
+        let q: Vec<String> = e.quintile_ccc.iter().map(|v| format!("{v:.3}")).collect();
+        println!(
+            "  {:<10} {:>6} {:>6.3} {:>6.3}   {}   {:<5}  {:.3}",
+            a.as_str(),
+            e.n,
+            e.ccc_full,
+            e.ccc_at(0.6),
+            q.join(" "),
+            if e.quintiles_fall() { "yes" } else { "no" },
+            e.entropy_vs_disagreement
+        );
+    }
+}
+
+fn export(
+    args: &TrainArgs,
+    corpus: &Corpus,
+    corpus_hash: &str,
+    params: &ServingParams,
+    infos: &BTreeMap<String, PartInfo>,
+) -> Result<(), TrainError> {
+    let kind: NoiseBank = args.noise_bank.into();
+    let model_path = args.out.join(MODEL_FILE);
+    let meta = [
+        ("emogate.mc_samples", params.mc_samples.to_string()),
+        ("emogate.noise_bank", format!("{kind:?}").to_lowercase()),
+        ("emogate.noise_seed", args.noise_seed.to_string()),
+        ("emogate.corpus", corpus.meta.id.clone()),
+    ];
+    let sha256 = onnx::write(&model_path, params, &meta)?;
+    // Evaluate the weights as written (read back), so metrics describe the file.
+    let served = onnx::read(&model_path)?;
+    let (dev_rows, dev_out) = calibrate::run_split(&served, corpus, Split::Dev)?;
+    let dev_eval = calibrate::score(corpus, &dev_rows, &dev_out)?;
+    let (test_rows, test_out) = calibrate::run_split(&served, corpus, Split::Test)?;
+    let test_eval = calibrate::score(corpus, &test_rows, &test_out)?;
+    print_eval("dev", &dev_eval);
+    print_eval("test", &test_eval);
+
+    let dev_entropy = PerAttribute::from_fn(|a| dev_out[a].entropy.clone());
+    let thresholds = calibrate::thresholds(&dev_entropy, &metrics::coverage_grid());
+    // Hyper-parameters as each attribute was trained (they may come from separate runs).
+    let mut hyper: BTreeMap<String, serde_json::Value> =
+        infos.iter().map(|(a, i)| (a.clone(), i.config.clone())).collect();
+    hyper.insert("noise_seed".into(), args.noise_seed.into());
+    hyper.insert("mc_samples".into(), params.mc_samples.into());
+    let mut metrics_map = BTreeMap::new();
+    metrics_map.insert("dev".into(), serde_json::to_value(&dev_eval).expect("metrics serialise"));
+    metrics_map.insert("test".into(), serde_json::to_value(&test_eval).expect("metrics serialise"));
+    metrics_map.insert(
+        "training".into(),
+        serde_json::Value::Object(infos.iter().map(|(k, v)| (k.clone(), v.report.clone())).collect()),
+    );
+    // What reproduces the model: the training command(s) of the parts, then this export.
+    let mut commands: Vec<String> =
+        infos.values().map(|i| i.command.clone()).filter(|c| !c.is_empty()).collect();
+    commands.dedup();
+    let this = command_line(args);
+    if !commands.contains(&this) {
+        commands.push(this);
+    }
+    let command = commands.join(" && ");
+    let manifest = Manifest {
+        id: args.id.clone(),
+        version: args.version.clone(),
+        created: now_rfc3339(),
+        opset: onnx::OPSET as u32,
+        sha256,
+        feature_set: corpus.meta.feature_set.clone(),
+        feature_dims: corpus.dims,
+        mc_samples: params.mc_samples,
+        latent_dims: LATENT,
+        noise_bank: kind,
+        attributes: Attribute::ALL.to_vec(),
+        training: TrainingInfo {
+            corpus_id: corpus.meta.id.clone(),
+            corpus_hash: corpus_hash.to_string(),
+            command: Some(command),
+            hyperparameters: hyper,
+        },
+        metrics: metrics_map,
+        thresholds,
+        description: format!(
+            "VAE-ER with soft labels (uncertainty) and STL regressors (value), one model per attribute, \
+             trained on {}{}",
+            corpus.meta.id,
+            if corpus.meta.id.starts_with("synthetic") {
+                "; a synthetic corpus, not a model of real speech"
+            } else {
+                ""
+            }
+        ),
+    };
+    manifest
+        .validate()
+        .map_err(|reason| TrainError::Config(format!("exported manifest is invalid: {reason}")))?;
+    manifest.save(&args.out)?;
+    let size = std::fs::metadata(&model_path).map(|m| m.len()).unwrap_or(0);
+    println!(
+        "wrote {} ({:.1} MiB) and manifest.json with thresholds for coverages 0.2..1.0",
+        model_path.display(),
+        size as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+/// `emogate calibrate`
+pub fn run_calibrate(args: &CalibrateArgs) -> Result<(), TrainError> {
+    let coverages = match args.coverage {
+        Some(c) => vec![calibrate::check_coverage(c)?],
+        None => metrics::coverage_grid(),
+    };
+    let corpus = msp::load(&args.corpus)?;
+    let manifest = calibrate::calibrate_model(&args.model, &corpus, &coverages)?;
+    for t in manifest.thresholds.iter().filter(|t| coverages.iter().any(|c| (c - t.coverage).abs() < 1e-9)) {
+        println!(
+            "coverage {:.2}: entropy ≤ valence {:.4}, arousal {:.4}, dominance {:.4}",
+            t.coverage, t.entropy.valence, t.entropy.arousal, t.entropy.dominance
+        );
+    }
+    println!("updated {}", args.model.join(crate::model::manifest::MANIFEST_FILE).display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_are_rfc3339() {
+        let t = now_rfc3339();
+        assert_eq!(t.len(), 20);
+        assert!(t.starts_with("20") && t.ends_with('Z') && t.as_bytes()[10] == b'T', "{t}");
+    }
+}

@@ -1,0 +1,32 @@
+//! The Rust trainer (feature `train`): synthetic and MSP-Podcast-style corpora, the
+//! paper's VAE-ER with soft labels and the STL regressors, the fused ONNX serving graph, and
+//! entropy-threshold calibration.
+//!
+//! | module | job |
+//! |---|---|
+//! | [`corpus`] | in-memory corpus, synthetic generator, MSP-style file loader/writer |
+//! | [`metrics`] | soft labels, CCC, entropy, coverage curves, quintiles (plain slices) |
+//! | [`npy`] | float32 `.npy` I/O for feature matrices |
+//! | [`nets`] | candle layers: VAE-ER and STL networks, seeded dropout |
+//! | [`losses`] | the loss terms of Eq. (2)–(3) as tensors |
+//! | [`optim`] | Adam applied in place on the parameter storage |
+//! | [`trainer`] | phase 1 (VAE), phase 2 (joint MTL), STL; best epoch on dev |
+//! | [`serving`] | the exported computation in candle (parity reference, evaluation) |
+//! | [`onnx`] | writes and reads the fused serving graph as ONNX protobuf |
+//! | [`calibrate`] | entropy thresholds per coverage on the dev split → manifest |
+//! | [`cli`] | `emogate synth`, `train`, `calibrate` |
+
+pub mod calibrate;
+pub mod cli;
+pub mod corpus;
+pub mod error;
+pub mod losses;
+pub mod metrics;
+pub mod nets;
+pub mod npy;
+pub mod onnx;
+pub mod optim;
+pub mod serving;
+pub mod trainer;
+
+pub use error::TrainError;

@@ -1,0 +1,110 @@
+//! `emogate synth` → `emogate train --quick` → export → `emogate calibrate` on a tiny corpus,
+//! checked from outside: the manifest, onnx.checker, Python onnxruntime, and parity of
+//! onnxruntime with the Rust reference forward pass on the exported weights (≤ 1e-4).
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use emogate::model::contract::{output_name, OutputKind};
+use emogate::model::Manifest;
+use emogate::train::corpus::{msp, Split};
+use emogate::train::{npy, onnx, serving};
+use emogate::{Attribute, LIKERT_BINS};
+
+fn emogate(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_emogate")).args(args).output().expect("run emogate");
+    assert!(out.status.success(), "emogate {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn synth_train_quick_export_calibrate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("corpus");
+    let model = tmp.path().join("model");
+    emogate(&["synth", "--out", s(&corpus), "--sizes", "tiny", "--seed", "3"]);
+    let printed =
+        emogate(&["train", "--corpus", s(&corpus), "--out", s(&model), "--quick", "--mc-samples", "20"]);
+    assert!(printed.contains("test: CCC of `value`"), "{printed}");
+
+    let manifest = Manifest::load(&model).unwrap();
+    assert_eq!(manifest.feature_dims, 6373);
+    assert_eq!((manifest.mc_samples, manifest.latent_dims, manifest.opset), (20, 256, 17));
+    assert_eq!(manifest.thresholds.len(), 9);
+    assert!(manifest.thresholds_for(0.6).is_some() && manifest.thresholds_for(1.0).is_some());
+    assert_eq!(manifest.training.corpus_id, "synthetic-msp-v1-seed3");
+    assert_eq!(manifest.training.corpus_hash, msp::content_hash(&corpus).unwrap());
+    for split in ["dev", "test"] {
+        for a in Attribute::ALL {
+            let m = &manifest.metrics[split][a.as_str()];
+            assert!(m["ccc_full"].as_f64().unwrap().is_finite(), "{split} {a}: {m}");
+            assert_eq!(m["quintile_ccc"].as_array().unwrap().len(), 5);
+            assert_eq!(m["coverage_curve"].as_array().unwrap().len(), 9);
+        }
+    }
+
+    // Rust reference forward pass on the weights as written, on 48 test rows.
+    let params = onnx::read(&model.join("model.onnx")).unwrap();
+    assert_eq!(params.mc_samples, 20);
+    let c = msp::load(&corpus).unwrap();
+    let rows: Vec<usize> = c.indices(Split::Test).into_iter().take(48).collect();
+    let x = c.gather(&rows);
+    let out = serving::forward(&params, &x, 16).unwrap();
+    let expected = tmp.path().join("expected");
+    std::fs::create_dir_all(&expected).unwrap();
+    npy::write_f32(&tmp.path().join("inputs.npy"), &x, rows.len(), c.dims).unwrap();
+    for a in Attribute::ALL {
+        let o = &out[a];
+        let n = rows.len();
+        for (kind, data, cols) in [
+            (OutputKind::Value, &o.value, 1),
+            (OutputKind::Consensus, &o.consensus, 1),
+            (OutputKind::Distribution, &o.distribution, LIKERT_BINS),
+            (OutputKind::Entropy, &o.entropy, 1),
+        ] {
+            npy::write_f32(&expected.join(format!("{}.npy", output_name(a, kind))), data, n, cols).unwrap();
+        }
+        // The reject policy needs spread in the entropies, not one constant value.
+        let (lo, hi) = o.entropy.iter().fold((f32::MAX, f32::MIN), |(l, h), &e| (l.min(e), h.max(e)));
+        assert!(hi > lo && hi <= (LIKERT_BINS as f32).ln() + 1e-5, "{a}: entropy range {lo}..{hi}");
+    }
+    let report = common::run_python(
+        "scripts/check_onnx.py",
+        &[s(&model), s(&tmp.path().join("inputs.npy")), s(&expected), "1e-4"],
+    );
+    assert!(report.contains("\"max_abs_diff\""), "{report}");
+
+    // Calibrating one more coverage keeps the grid and adds the new level.
+    emogate(&["calibrate", "--model", s(&model), "--corpus", s(&corpus), "--coverage", "0.65"]);
+    let after = Manifest::load(&model).unwrap();
+    assert_eq!(after.thresholds.len(), 10);
+    let t65 = after.thresholds_for(0.65).unwrap();
+    let (t60, t70) = (after.thresholds_for(0.6).unwrap(), after.thresholds_for(0.7).unwrap());
+    for a in Attribute::ALL {
+        assert!(t60[a] <= t65[a] && t65[a] <= t70[a], "{a}: thresholds not monotone in coverage");
+    }
+    assert_eq!(after.sha256, manifest.sha256);
+}
+
+#[test]
+fn cross_corpus_variant_is_written_and_refused_for_training() {
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus = tmp.path().join("iemocap");
+    emogate(&["synth", "--out", s(&corpus), "--sizes", "tiny", "--variant", "iemocap"]);
+    let c = msp::load(&corpus).unwrap();
+    assert_eq!(c.meta.likert_points, 5);
+    assert!(c.indices(Split::Unlabeled).is_empty());
+    let out = Command::new(env!("CARGO_BIN_EXE_emogate"))
+        .args(["train", "--corpus", s(&corpus), "--out", s(&tmp.path().join("m")), "--quick"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("7-point"));
+}
