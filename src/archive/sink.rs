@@ -145,26 +145,28 @@ fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Sin
     move |source| SinkError::Io { op, path: path.to_path_buf(), source }
 }
 
+/// Every file below `root`, relative and sorted (tests check what a sink left behind).
+#[cfg(test)]
+pub(crate) fn files_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                out.push(path.strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn all_files(root: &Path) -> Vec<String> {
-        let mut out = Vec::new();
-        let mut stack = vec![root.to_path_buf()];
-        while let Some(dir) = stack.pop() {
-            for entry in fs::read_dir(&dir).unwrap() {
-                let path = entry.unwrap().path();
-                if path.is_dir() {
-                    stack.push(path);
-                } else {
-                    out.push(path.strip_prefix(root).unwrap().display().to_string());
-                }
-            }
-        }
-        out.sort();
-        out
-    }
 
     #[test]
     fn put_creates_directories_and_leaves_only_the_final_file() {
@@ -173,7 +175,7 @@ mod tests {
         sink.put("dt=2024-01-02/hour=03/t+0+5.parquet", b"first").unwrap();
         sink.put("dt=2024-01-02/hour=03/t+1+0.parquet", b"other").unwrap();
         assert_eq!(
-            all_files(sink.root()),
+            files_under(sink.root()),
             ["dt=2024-01-02/hour=03/t+0+5.parquet", "dt=2024-01-02/hour=03/t+1+0.parquet"]
         );
         let target = sink.root().join("dt=2024-01-02/hour=03/t+0+5.parquet");
@@ -188,7 +190,7 @@ mod tests {
         sink.put("a/f.parquet", b"old contents, longer").unwrap();
         sink.put("a/f.parquet", b"new").unwrap();
         assert_eq!(fs::read(tmp.path().join("a/f.parquet")).unwrap(), b"new");
-        assert_eq!(all_files(tmp.path()), ["a/f.parquet"]);
+        assert_eq!(files_under(tmp.path()), ["a/f.parquet"]);
     }
 
     #[test]
@@ -200,7 +202,7 @@ mod tests {
         let err = sink.put("a/f.parquet", b"data").unwrap_err();
         assert!(matches!(&err, SinkError::Io { op: "rename to final name", .. }), "{err}");
         assert!(err.to_string().contains("f.parquet"), "{err}");
-        assert_eq!(all_files(tmp.path()), Vec::<String>::new(), "temp file left behind");
+        assert_eq!(files_under(tmp.path()), Vec::<String>::new(), "temp file left behind");
 
         // A file where a directory should go.
         fs::write(tmp.path().join("blocker"), b"").unwrap();

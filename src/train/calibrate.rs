@@ -94,19 +94,7 @@ pub fn score(
         let o = &out[a];
         let labels = corpus.labels(rows, a);
         let sd: Vec<f32> = rows.iter().map(|&i| metrics::vote_std(&corpus.ratings(i, a))).collect();
-        let kld = labels
-            .soft
-            .chunks(crate::LIKERT_BINS)
-            .zip(o.distribution.chunks(crate::LIKERT_BINS))
-            .map(|(t, p)| {
-                t.iter()
-                    .zip(p)
-                    .filter(|(t, _)| **t > 0.0)
-                    .map(|(&t, &p)| t as f64 * (t as f64 / (p as f64).max(1e-7)).ln())
-                    .sum::<f64>()
-            })
-            .sum::<f64>()
-            / rows.len() as f64;
+        let kld = super::trainer::mean_kld(&labels.soft, &o.distribution);
         let curve =
             uncertainty::coverage_curve(&o.value, &labels.consensus, &o.entropy, &metrics::coverage_grid())?;
         Ok(AttributeEval {

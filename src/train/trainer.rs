@@ -271,7 +271,8 @@ fn eval_vae_er(
     Ok((cons, dist))
 }
 
-fn mean_kld(target: &[f32], pred: &[f32]) -> f64 {
+/// Mean KL(soft labels ‖ predicted) per row, in nats (rows of [`LIKERT_BINS`]).
+pub(crate) fn mean_kld(target: &[f32], pred: &[f32]) -> f64 {
     let rows = target.len() / LIKERT_BINS;
     let total: f64 = target
         .chunks(LIKERT_BINS)
