@@ -91,7 +91,7 @@ bench: deps
 	cargo bench $(CARGO_FLAGS)
 
 ## lint: formatting and clippy, warnings are errors
-lint:
+lint: system-deps
 	cargo fmt --all -- --check
 	cargo clippy $(TEST_FLAGS) --all-targets -- -D warnings
 
