@@ -38,14 +38,9 @@ pub fn create_topics(
 /// A message to produce: key and value.
 pub type KeyedPayload = (Option<Vec<u8>>, Vec<u8>);
 
-/// Produces `messages` to `topic` (idempotent, acknowledged by all replicas) and waits for
-/// every delivery report. `extra` properties are applied after the defaults (SASL/TLS).
-pub async fn produce_all(
-    brokers: &str,
-    topic: &str,
-    messages: &[KeyedPayload],
-    extra: &[(String, String)],
-) -> Result<(), PipelineError> {
+/// An idempotent producer (acknowledged by all replicas) for test and demo traffic. `extra`
+/// properties are applied after the defaults (SASL/TLS).
+pub fn producer(brokers: &str, extra: &[(String, String)]) -> Result<FutureProducer, PipelineError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
@@ -55,7 +50,17 @@ pub async fn produce_all(
     for (k, v) in extra {
         config.set(k, v);
     }
-    let producer: FutureProducer = config.create().map_err(PipelineError::kafka("create producer"))?;
+    config.create().map_err(PipelineError::kafka("create producer"))
+}
+
+/// Produces `messages` to `topic` with `producer` and waits for every delivery report.
+/// Reusing one producer matters: creating an idempotent producer costs a round of broker
+/// requests, which dominated the demo's end-to-end time when it made one per chunk.
+pub async fn send_all(
+    producer: &FutureProducer,
+    topic: &str,
+    messages: &[KeyedPayload],
+) -> Result<(), PipelineError> {
     for chunk in messages.chunks(1000) {
         let sends = chunk.iter().map(|(key, payload)| {
             let mut record = FutureRecord::to(topic).payload(payload);
@@ -69,6 +74,16 @@ pub async fn produce_all(
         }
     }
     Ok(())
+}
+
+/// Produces `messages` to `topic` with a fresh [`producer`] and waits for every delivery report.
+pub async fn produce_all(
+    brokers: &str,
+    topic: &str,
+    messages: &[KeyedPayload],
+    extra: &[(String, String)],
+) -> Result<(), PipelineError> {
+    send_all(&producer(brokers, extra)?, topic, messages).await
 }
 
 /// One message read back from an output topic.

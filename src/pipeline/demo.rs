@@ -277,12 +277,13 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         let brokers = brokers.clone();
         let topic = config.kafka.topics.input.clone();
         tokio::spawn(async move {
+            let producer = cluster::producer(&brokers, &[])?;
             let mut sent = 0u64;
             for chunk in messages.chunks(100) {
                 while sent.saturating_sub(metrics.consumed_total()) > MAX_BACKLOG {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                cluster::produce_all(&brokers, &topic, chunk, &[]).await?;
+                cluster::send_all(&producer, &topic, chunk).await?;
                 sent += chunk.len() as u64;
             }
             Ok::<(), PipelineError>(())
