@@ -308,6 +308,20 @@ fn bench(args: BenchArgs) -> Result<()> {
         report["python_onnxruntime_records_per_sec"] = rate.into();
         report["raw_to_python_ratio"] = (raw.records_per_sec / rate).into();
     }
+    // End to end in the same run: the demo flow (mock cluster, produce -> infer stage ->
+    // accepted/rejected/DLQ topics, exactly-once) on the same model and batch size.
+    let e2e_options = DemoOptions {
+        records: args.records,
+        model_dir: model_dir.clone(),
+        batch: args.batch,
+        ..DemoOptions::default()
+    };
+    let e2e = runtime()?
+        .block_on(demo::run_demo(e2e_options, Box::new(|_: &StageContext| Vec::new())))
+        .context("end-to-end benchmark")?;
+    report["e2e_records_per_sec"] = e2e.records_per_sec().into();
+    report["e2e_to_raw_ratio"] = (e2e.records_per_sec() / raw.records_per_sec).into();
+    report["peak_rss_mb"] = peak_rss_mb().into();
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -44,6 +44,8 @@ pub struct DemoOptions {
     pub mode: DeliveryMode,
     pub coverage: f64,
     pub seed: u64,
+    /// `batch.max_records` of the infer stage.
+    pub batch: usize,
 }
 
 impl Default for DemoOptions {
@@ -61,6 +63,7 @@ impl Default for DemoOptions {
             mode: DeliveryMode::ExactlyOnce,
             coverage: 0.8,
             seed: 7,
+            batch: crate::config::BatchConfig::default().max_records,
         }
     }
 }
@@ -179,6 +182,7 @@ pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
     config.model.execution_provider = crate::model::ProviderChoice::Cpu;
     config.delivery.mode = options.mode;
     config.policy.coverage = options.coverage;
+    config.batch.max_records = options.batch;
     config.archive.root = options.archive_root.clone();
     // Roll archive files every second so the demo's rows are on disk while it runs.
     config.archive.roll_age_ms = 1000;
