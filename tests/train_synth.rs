@@ -7,6 +7,7 @@ use emogate::train::corpus::synth::{generate, Sizes, SynthConfig, Variant};
 use emogate::train::corpus::Split;
 use emogate::train::metrics;
 use emogate::train::serving::Normalizer;
+use emogate::uncertainty;
 use emogate::Attribute;
 
 fn cfg(seed: u64, sizes: Sizes) -> SynthConfig {
@@ -106,9 +107,10 @@ fn ambiguity_raises_disagreement_and_prediction_error_together() {
         let truth: Vec<f32> = yte.iter().map(|&v| v as f32).collect();
         let sd: Vec<f32> = test.iter().map(|&i| metrics::vote_std(&c.ratings(i, a))).collect();
         // The half of the test split the annotators agree on most is predicted better.
-        let low = metrics::ccc_at_coverage(&pred, &truth, &sd, 0.5);
+        let ccc_at_half = |u: &[f32]| uncertainty::coverage_curve(&pred, &truth, u, &[0.5]).unwrap()[0].ccc;
+        let low = ccc_at_half(&sd);
         let neg_sd: Vec<f32> = sd.iter().map(|v| -v).collect();
-        let high = metrics::ccc_at_coverage(&pred, &truth, &neg_sd, 0.5);
+        let high = ccc_at_half(&neg_sd);
         assert!(low > high + 0.03, "{a}: CCC on agreed half {low:.3} vs disputed half {high:.3}");
         all_err.extend(pred.iter().zip(&truth).map(|(p, t)| (p - t).abs()));
         all_sd.extend(sd);

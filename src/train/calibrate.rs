@@ -113,25 +113,29 @@ pub fn score(
     })
 }
 
-/// Thresholds for each coverage from per-attribute dev entropies: the entropy of the
-/// record at rank ⌈c·n⌉ (so `entropy <= threshold` accepts the fraction c of the dev split);
-/// coverage 1.0 gives ln 7, accepting everything.
-pub fn thresholds(entropy: &PerAttribute<Vec<f32>>, coverages: &[f64]) -> Vec<CoverageThresholds> {
+/// Thresholds for each coverage from per-attribute dev entropies, by
+/// [`uncertainty::threshold_for_coverage`] (the rule the evaluation's coverage curves use, so
+/// `entropy <= threshold` accepts the fraction c of the dev split); coverage 1.0 gives ln 7,
+/// accepting everything.
+pub fn thresholds(
+    entropy: &PerAttribute<Vec<f32>>,
+    coverages: &[f64],
+) -> Result<Vec<CoverageThresholds>, TrainError> {
     let mut cs = coverages.to_vec();
     cs.sort_by(f64::total_cmp);
     cs.dedup();
     // Full coverage accepts every record, also beyond the dev split's largest entropy: ln 7.
     let max_entropy = (crate::LIKERT_BINS as f32).ln();
     cs.into_iter()
-        .map(|c| CoverageThresholds {
-            coverage: c,
-            entropy: PerAttribute::from_fn(|a| {
+        .map(|c| {
+            let entropy = PerAttribute::try_from_fn(|a| {
                 if c >= 1.0 {
-                    max_entropy
+                    Ok(max_entropy)
                 } else {
-                    metrics::threshold_for_coverage(&entropy[a], c)
+                    uncertainty::threshold_for_coverage(&entropy[a], c)
                 }
-            }),
+            })?;
+            Ok(CoverageThresholds { coverage: c, entropy })
         })
         .collect()
 }
@@ -167,7 +171,7 @@ pub fn calibrate_model(model_dir: &Path, corpus: &Corpus, coverages: &[f64]) -> 
     let params = super::onnx::read(&model_dir.join(MODEL_FILE))?;
     let (_, out) = run_split(&params, corpus, Split::Dev)?;
     let entropy = PerAttribute::from_fn(|a: Attribute| out[a].entropy.clone());
-    manifest.thresholds = merge_thresholds(&manifest.thresholds, thresholds(&entropy, coverages));
+    manifest.thresholds = merge_thresholds(&manifest.thresholds, thresholds(&entropy, coverages)?);
     manifest
         .validate()
         .map_err(|reason| TrainError::Config(format!("calibrated manifest is invalid: {reason}")))?;
@@ -183,14 +187,14 @@ mod tests {
     fn thresholds_are_sorted_quantiles_and_merge_replaces_by_coverage() {
         let e =
             PerAttribute::from_fn(|a| (0..10).map(|i| (i + a.index()) as f32 * 0.1).collect::<Vec<f32>>());
-        let t = thresholds(&e, &[1.0, 0.5, 0.5]);
+        let t = thresholds(&e, &[1.0, 0.5, 0.5]).unwrap();
         assert_eq!(t.len(), 2);
         assert_eq!(t[0].coverage, 0.5);
         assert!((t[0].entropy.valence - 0.4).abs() < 1e-6);
         assert!((t[0].entropy.dominance - 0.6).abs() < 1e-6);
         assert!((t[1].entropy.valence - 7f32.ln()).abs() < 1e-6);
         let old = vec![CoverageThresholds { coverage: 0.5, entropy: PerAttribute::from_fn(|_| 9.0) }];
-        let merged = merge_thresholds(&old, thresholds(&e, &[0.5, 0.2]));
+        let merged = merge_thresholds(&old, thresholds(&e, &[0.5, 0.2]).unwrap());
         assert_eq!(merged.iter().map(|t| t.coverage).collect::<Vec<_>>(), vec![0.2, 0.5]);
         assert!(merged[1].entropy.arousal < 1.0);
         assert!(check_coverage(0.0).is_err() && check_coverage(1.0).is_ok());

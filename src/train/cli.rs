@@ -385,7 +385,7 @@ fn export(
     print_eval("test", &test_eval);
 
     let dev_entropy = PerAttribute::from_fn(|a| dev_out[a].entropy.clone());
-    let thresholds = calibrate::thresholds(&dev_entropy, &metrics::coverage_grid());
+    let thresholds = calibrate::thresholds(&dev_entropy, &metrics::coverage_grid())?;
     // Hyper-parameters as each attribute was trained (they may come from separate runs).
     let mut hyper: BTreeMap<String, serde_json::Value> =
         infos.iter().map(|(a, i)| (a.clone(), i.config.clone())).collect();

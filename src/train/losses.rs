@@ -51,7 +51,7 @@ pub fn kld_soft(target: &Tensor, target_neg_entropy: &Tensor, predicted: &Tensor
 
 /// Σ t ln t per row of a row-major `[n, k]` slice (0·ln 0 = 0), the constant of [`kld_soft`].
 pub fn neg_entropy_rows(target: &[f32], k: usize) -> Vec<f32> {
-    target.chunks(k).map(|row| -super::metrics::entropy_nats(row)).collect()
+    target.chunks(k).map(|row| -crate::uncertainty::entropy_nats(row)).collect()
 }
 
 #[cfg(test)]

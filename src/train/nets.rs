@@ -376,7 +376,7 @@ mod tests {
                 "{a} value"
             );
             let h: Vec<f32> =
-                served[a].distribution.chunks(LIKERT_BINS).map(crate::train::metrics::entropy_nats).collect();
+                served[a].distribution.chunks(LIKERT_BINS).map(crate::uncertainty::entropy_nats).collect();
             assert!(close(&h, &served[a].entropy), "{a} entropy");
         }
     }
