@@ -25,6 +25,8 @@ pub mod attribute;
 pub mod bench;
 pub mod codec;
 pub mod config;
+#[cfg(feature = "train")]
+pub mod eval;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

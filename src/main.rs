@@ -84,6 +84,9 @@ enum Command {
     /// Fits entropy thresholds for target coverages on the dev split (feature `train`).
     #[cfg(feature = "train")]
     Calibrate(emogate::train::cli::CalibrateArgs),
+    /// Reproduces the paper's analyses, baselines and ablations: report.json + CSV + PNG (feature `train`).
+    #[cfg(feature = "train")]
+    Evaluate(emogate::eval::EvaluateOptions),
 }
 
 #[derive(clap::Args)]
@@ -192,6 +195,14 @@ fn main() -> Result<()> {
         Command::Calibrate(args) => {
             telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
             Ok(emogate::train::cli::run_calibrate(&args)?)
+        }
+        #[cfg(feature = "train")]
+        Command::Evaluate(args) => {
+            telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
+            let report = emogate::eval::run_evaluate(&args)?;
+            print!("{}", report.summary());
+            println!("report, CSVs and figures: {}", args.out.display());
+            Ok(())
         }
         Command::Produce { brokers, topic, corpus, synthetic, rate, dims, seed, schema_id, properties } => {
             telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;

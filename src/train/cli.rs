@@ -160,7 +160,7 @@ pub fn run_synth(args: &SynthArgs) -> Result<(), TrainError> {
     Ok(())
 }
 
-fn load_corpus(dir: &Path) -> Result<(Corpus, String), TrainError> {
+pub fn load_corpus(dir: &Path) -> Result<(Corpus, String), TrainError> {
     let corpus = msp::load(dir)?;
     let hash = msp::content_hash(dir)?;
     Ok((corpus, hash))
@@ -320,7 +320,7 @@ fn print_throughput(a: Attribute, r: &AttributeReport) {
 }
 
 /// RFC 3339 UTC timestamp of now (civil-from-days, no calendar dependency).
-fn now_rfc3339() -> String {
+pub fn now_rfc3339() -> String {
     let secs =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
             as i64;

@@ -27,6 +27,13 @@ pub fn vae_nll(logits: &Tensor, x: &Tensor, mu: &Tensor, logvar: &Tensor, kl_wei
     bce_with_logits(logits, x)? + (kl_standard_normal(mu, logvar)? * (kl_weight / dims))?
 }
 
+/// Mean squared error of `sigmoid(logits)` against `x` (AE-MCD's auto-encoder loss);
+/// the sigmoid is written out so that it has a backward pass.
+pub fn mse_with_logits(logits: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let recon = (logits.neg()?.exp()? + 1.0)?.recip()?;
+    (recon - x)?.sqr()?.mean_all()
+}
+
 /// `1 − CCC(pred, truth)` over a batch of scalars `[B]` (population moments).
 pub fn ccc_loss(pred: &Tensor, truth: &Tensor) -> Result<Tensor> {
     let mp = pred.mean_all()?;

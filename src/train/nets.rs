@@ -71,12 +71,14 @@ pub struct Dropout {
     pub p: f32,
     /// Also drop units of the VAE encoder's hidden layers (not only the ER's / STL's).
     pub in_encoder: bool,
+    /// Also drop units of the decoder's hidden layers (AE-MCD's MCD decoder).
+    pub in_decoder: bool,
     rng: ChaCha8Rng,
 }
 
 impl Dropout {
     pub fn new(p: f32, in_encoder: bool, seed: u64) -> Dropout {
-        Dropout { p, in_encoder, rng: ChaCha8Rng::seed_from_u64(seed) }
+        Dropout { p, in_encoder, in_decoder: false, rng: ChaCha8Rng::seed_from_u64(seed) }
     }
 
     pub fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
@@ -193,10 +195,13 @@ impl VaeEr {
     }
 
     /// Decoder logits (the sigmoid is folded into the loss).
-    pub fn decode_logits(&self, z: &Tensor) -> Result<Tensor> {
+    pub fn decode_logits(&self, z: &Tensor, mut drop: Option<&mut Dropout>) -> Result<Tensor> {
         let mut h = z.clone();
         for layer in &self.dec {
             h = layer.forward(&h)?.tanh()?;
+            if let Some(d) = drop.as_deref_mut().filter(|d| d.in_decoder) {
+                h = d.apply(&h)?;
+            }
         }
         self.dec_out.forward(&h)
     }
@@ -230,8 +235,11 @@ impl VaeEr {
         let (_, s, l) = eps.dims3()?;
         let sigma = (&logvar * 0.5)?.exp()?;
         let z = mu.unsqueeze(1)?.broadcast_add(&sigma.unsqueeze(1)?.broadcast_mul(eps)?)?;
-        let recon_logits =
-            if reconstruct { Some(self.decode_logits(&z.narrow(1, 0, 1)?.squeeze(1)?)?) } else { None };
+        let recon_logits = if reconstruct {
+            Some(self.decode_logits(&z.narrow(1, 0, 1)?.squeeze(1)?, drop.as_deref_mut())?)
+        } else {
+            None
+        };
         let (consensus, probs) = self.regress(&z.reshape((b * s, l))?, drop)?;
         Ok(VaeErOutput {
             mu,
@@ -240,6 +248,11 @@ impl VaeEr {
             consensus: consensus.reshape((b, s))?.mean(1)?,
             distribution: probs.reshape((b, s, LIKERT_BINS))?.mean(1)?,
         })
+    }
+
+    /// Trainable values, decoder included (the paper's count for its generative model).
+    pub fn parameter_count(&self) -> usize {
+        self.layers().iter().map(|d| d.w.as_tensor().elem_count() + d.b.as_tensor().elem_count()).sum()
     }
 
     /// Host copy of every layer, decoder included (for restoring the best epoch).
@@ -302,6 +315,119 @@ impl Stl {
 
     pub fn restore(&self, snap: &[DenseParams]) -> Result<()> {
         self.hidden.iter().chain([&self.out]).zip(snap).try_for_each(|(d, p)| d.load(p))
+    }
+}
+
+/// The MC-dropout DNN of the paper's baselines (MCD, MCD soft, MCD MTL; Sridhar and Busso's
+/// MCD model): the ER's shape on the scaled features, with a consensus head, a 7-way softmax
+/// head, or both, and dropout kept on at inference to draw predictions.
+pub struct McdDnn {
+    pub hidden: Vec<Dense>,
+    pub consensus: Option<Dense>,
+    pub soft: Option<Dense>,
+}
+
+/// Head outputs over rows: consensus `[M]` and softmax `[M, 7]`, each when the net has it.
+pub struct Heads {
+    pub consensus: Option<Tensor>,
+    pub probs: Option<Tensor>,
+}
+
+impl McdDnn {
+    pub fn new(
+        dims: usize,
+        seed: u64,
+        consensus_bias: Option<f32>,
+        soft_prior: Option<&[f32; LIKERT_BINS]>,
+        dev: &Device,
+    ) -> Result<McdDnn> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let hidden = stack(dims, ER_HIDDEN, ER_LAYERS, &mut rng, dev)?;
+        let consensus = consensus_bias
+            .map(|bias| {
+                let d = Dense::new(ER_HIDDEN, 1, &mut rng, dev)?;
+                d.b.set(&Tensor::new(&[bias], dev)?)?;
+                Ok::<_, candle_core::Error>(d)
+            })
+            .transpose()?;
+        let soft = soft_prior
+            .map(|prior| {
+                let d = Dense::new(ER_HIDDEN, LIKERT_BINS, &mut rng, dev)?;
+                let logits: Vec<f32> = prior.iter().map(|p| (p + 1e-3).ln()).collect();
+                d.b.set(&Tensor::from_vec(logits, LIKERT_BINS, dev)?)?;
+                d.w.set(&(d.w.as_tensor() * 0.1)?)?;
+                Ok::<_, candle_core::Error>(d)
+            })
+            .transpose()?;
+        Ok(McdDnn { hidden, consensus, soft })
+    }
+
+    fn layers(&self) -> Vec<&Dense> {
+        self.hidden.iter().chain(self.consensus.as_ref()).chain(self.soft.as_ref()).collect()
+    }
+
+    pub fn vars(&self) -> Vec<Var> {
+        self.layers().into_iter().flat_map(Dense::vars).collect()
+    }
+
+    pub fn parameter_count(&self) -> usize {
+        self.layers().iter().map(|d| d.w.as_tensor().elem_count() + d.b.as_tensor().elem_count()).sum()
+    }
+
+    /// Hidden layers from `first` on (tanh, then dropout when given), then the heads.
+    fn from_layer(&self, h: Tensor, first: usize, mut drop: Option<&mut Dropout>) -> Result<Heads> {
+        let mut h = h;
+        for layer in &self.hidden[first..] {
+            h = layer.forward(&h)?.tanh()?;
+            if let Some(d) = drop.as_deref_mut() {
+                h = d.apply(&h)?;
+            }
+        }
+        Ok(Heads {
+            consensus: self.consensus.as_ref().map(|c| c.forward(&h)?.squeeze(D::Minus1)).transpose()?,
+            probs: self
+                .soft
+                .as_ref()
+                .map(|s| candle_nn::ops::softmax(&s.forward(&h)?, D::Minus1))
+                .transpose()?,
+        })
+    }
+
+    /// One pass over `x: [B, dims]` (dropout when given).
+    pub fn forward(&self, x: &Tensor, drop: Option<&mut Dropout>) -> Result<Heads> {
+        self.from_layer(x.clone(), 0, drop)
+    }
+
+    /// `k` dropout passes per row, rows `[B·k]` in row-major (row, pass) order. Dropout acts
+    /// after each hidden activation, never on the input, so the first layer's
+    /// pre-activation is the same in every pass: `share_first_layer` computes it once
+    /// (same distribution of outputs, ≈ 1/k of the input layer's cost); without it every
+    /// pass runs the whole network, as Keras-style MC dropout does.
+    pub fn forward_mc(
+        &self,
+        x: &Tensor,
+        k: usize,
+        drop: &mut Dropout,
+        share_first_layer: bool,
+    ) -> Result<Heads> {
+        let (b, dims) = x.dims2()?;
+        let repeat =
+            |t: &Tensor, width: usize| t.unsqueeze(1)?.broadcast_as((b, k, width))?.reshape((b * k, width));
+        if share_first_layer {
+            let mut h = self.hidden[0].forward(x)?.tanh()?;
+            h = drop.apply(&repeat(&h, ER_HIDDEN)?)?;
+            self.from_layer(h, 1, Some(drop))
+        } else {
+            self.from_layer(repeat(x, dims)?, 0, Some(drop))
+        }
+    }
+
+    pub fn snapshot(&self) -> Result<Vec<DenseParams>> {
+        self.layers().iter().map(|d| d.params()).collect()
+    }
+
+    pub fn restore(&self, snap: &[DenseParams]) -> Result<()> {
+        self.layers().iter().zip(snap).try_for_each(|(d, p)| d.load(p))
     }
 }
 

@@ -60,6 +60,23 @@ pub struct TrainConfig {
     pub encoder_dropout: bool,
     /// Stop a phase after this many epochs without dev improvement (0 = never).
     pub patience: usize,
+    /// Sample z = μ + σ ⊙ ε (the VAE). Off gives z = μ without the KL term: a plain
+    /// auto-encoder, the "no VAE" ablation and the AE of the AE-MCD baseline.
+    pub latent_sampling: bool,
+    /// The auto-encoder's reconstruction loss.
+    pub reconstruction: Reconstruction,
+    /// Dropout in the decoder's hidden layers too (AE-MCD's "MCD decoder").
+    pub decoder_dropout: bool,
+}
+
+/// Reconstruction loss of the (V)AE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconstruction {
+    /// NLL_VAE: Bernoulli NLL under the sigmoid decoder + KL (see `losses`), the paper's VAE.
+    Bernoulli,
+    /// Mean squared error of the sigmoid output, the AE-MCD baseline's AE loss.
+    Mse,
 }
 
 impl TrainConfig {
@@ -84,6 +101,9 @@ impl TrainConfig {
             dropout: PerAttribute { valence: 0.3, arousal: 0.2, dominance: 0.2 },
             encoder_dropout: false,
             patience: 0,
+            latent_sampling: true,
+            reconstruction: Reconstruction::Bernoulli,
+            decoder_dropout: false,
         }
     }
 
@@ -114,7 +134,7 @@ pub struct Prepared {
     pub dev_y: PerAttribute<Labels>,
 }
 
-fn scale_rows(corpus: &Corpus, norm: &Normalizer, rows: &[usize]) -> Vec<f32> {
+pub(crate) fn scale_rows(corpus: &Corpus, norm: &Normalizer, rows: &[usize]) -> Vec<f32> {
     let d = corpus.dims;
     let mut out = vec![0f32; rows.len() * d];
     for (k, &r) in rows.iter().enumerate() {
@@ -178,6 +198,11 @@ pub struct Throughput {
 }
 
 impl Throughput {
+    /// Adds another phase's samples and time.
+    pub fn add_all(&mut self, other: &Throughput) {
+        self.add(other.samples, Duration::from_secs_f64(other.seconds));
+    }
+
     fn add(&mut self, samples: usize, d: Duration) {
         self.samples += samples;
         self.seconds += d.as_secs_f64();
@@ -205,7 +230,12 @@ pub struct PerPhase<T> {
     pub stl: T,
 }
 
-fn batch_tensor(x: &[f32], dims: usize, rows: &[usize], dev: &Device) -> candle_core::Result<Tensor> {
+pub(crate) fn batch_tensor(
+    x: &[f32],
+    dims: usize,
+    rows: &[usize],
+    dev: &Device,
+) -> candle_core::Result<Tensor> {
     let mut buf = Vec::with_capacity(rows.len() * dims);
     rows.iter().for_each(|&r| buf.extend_from_slice(&x[r * dims..(r + 1) * dims]));
     Tensor::from_vec(buf, (rows.len(), dims), dev)
@@ -216,7 +246,7 @@ fn normals(rng: &mut ChaCha8Rng, shape: (usize, usize, usize), dev: &Device) -> 
     Tensor::from_vec((0..n).map(|_| StandardNormal.sample(rng)).collect::<Vec<f32>>(), shape, dev)
 }
 
-fn scalar(t: &Tensor) -> Result<f64, TrainError> {
+pub(crate) fn scalar(t: &Tensor) -> Result<f64, TrainError> {
     let v = t.to_scalar::<f32>()? as f64;
     if v.is_finite() {
         Ok(v)
@@ -225,7 +255,7 @@ fn scalar(t: &Tensor) -> Result<f64, TrainError> {
     }
 }
 
-fn bar(mp: &MultiProgress, len: usize, prefix: String) -> ProgressBar {
+pub(crate) fn bar(mp: &MultiProgress, len: usize, prefix: String) -> ProgressBar {
     let pb = mp.add(ProgressBar::new(len as u64));
     pb.set_style(
         ProgressStyle::with_template("{prefix:>22} [{bar:25}] {pos:>3}/{len} {msg} ({elapsed})")
@@ -250,7 +280,7 @@ fn seed_for(seed: u64, attribute: Attribute, purpose: u64) -> u64 {
 }
 
 /// Dev predictions of the consensus head and distribution, with the first `samples` rows of
-/// `bank` (`[S, LATENT]`) as latent noise and no dropout.
+/// `bank` (`[S, LATENT]`) as latent noise and no dropout (`samples == 0`: z = μ).
 fn eval_vae_er(
     net: &VaeEr,
     data: &Prepared,
@@ -258,7 +288,11 @@ fn eval_vae_er(
     samples: usize,
 ) -> Result<(Vec<f32>, Vec<f32>), TrainError> {
     let dev = Device::Cpu;
-    let eps = Tensor::from_slice(&bank[..samples * LATENT], (1, samples, LATENT), &dev)?;
+    let eps = if samples == 0 {
+        Tensor::zeros((1, 1, LATENT), candle_core::DType::F32, &dev)?
+    } else {
+        Tensor::from_slice(&bank[..samples * LATENT], (1, samples, LATENT), &dev)?
+    };
     let (mut cons, mut dist) = (Vec::new(), Vec::new());
     let n = data.dev_x.len() / data.dims;
     for start in (0..n).step_by(512) {
@@ -288,29 +322,154 @@ pub(crate) fn mean_kld(target: &[f32], pred: &[f32]) -> f64 {
     total / rows as f64
 }
 
-/// Trains VAE-ER and STL for one attribute; returns the serving layers of the best epochs.
-pub fn train_attribute(
+/// What [`run_epochs`] needs besides the step and the dev evaluation.
+pub(crate) struct EpochLoop<'a> {
+    /// Training rows `0..n`, shuffled every epoch.
+    pub n: usize,
+    pub batch: usize,
+    pub epochs: usize,
+    /// Stop after this many epochs without dev improvement (0 = never).
+    pub patience: usize,
+    pub shuffle: &'a mut ChaCha8Rng,
+    pub pb: ProgressBar,
+}
+
+/// The epoch loop every supervised phase shares: shuffle, one `step` per mini-batch (it
+/// returns the batch loss; batches of one row are skipped because CCC needs two), `evaluate`
+/// on dev after each epoch (it returns `(dev_loss, dev_ccc)`; lower loss is better), and a
+/// `snapshot` of the weights at the best epoch, which is returned for the caller to restore.
+pub(crate) fn run_epochs<S>(
+    lp: EpochLoop<'_>,
+    throughput: &mut Throughput,
+    mut step: impl FnMut(&[usize]) -> Result<f64, TrainError>,
+    mut evaluate: impl FnMut() -> Result<(f64, f64), TrainError>,
+    mut snapshot: impl FnMut() -> Result<S, TrainError>,
+) -> Result<(usize, Vec<EpochLog>, S), TrainError> {
+    let mut order: Vec<usize> = (0..lp.n).collect();
+    let (mut best, mut best_epoch, mut kept) = (f64::INFINITY, 0, snapshot()?);
+    let mut log = Vec::new();
+    for epoch in 1..=lp.epochs {
+        order.shuffle(lp.shuffle);
+        let (mut sum, mut batches) = (0.0, 0);
+        for rows in order.chunks(lp.batch.max(1)) {
+            if rows.len() < 2 {
+                continue; // CCC of a single record is undefined
+            }
+            let t0 = Instant::now();
+            sum += step(rows)?;
+            throughput.add(rows.len(), t0.elapsed());
+            batches += 1;
+        }
+        let (dev_loss, dev_ccc) = evaluate()?;
+        if dev_loss < best {
+            (best, best_epoch, kept) = (dev_loss, epoch, snapshot()?);
+        }
+        let train_loss = sum / batches.max(1) as f64;
+        log.push(EpochLog { epoch, train_loss, dev_loss, dev_ccc });
+        report(&lp.pb, format!("loss {train_loss:.4} dev {dev_loss:.4} CCC {dev_ccc:.3} best@{best_epoch}"));
+        if lp.patience > 0 && epoch - best_epoch >= lp.patience {
+            break;
+        }
+    }
+    lp.pb.finish();
+    Ok((best_epoch, log, kept))
+}
+
+/// Host tensors of one mini-batch's labels: consensus `[B]`, soft labels `[B, 7]` and their
+/// Σ t ln t `[B]` (the constant of the KLD).
+pub(crate) struct LabelBatch {
+    pub consensus: Tensor,
+    pub soft: Tensor,
+    pub neg_entropy: Tensor,
+}
+
+impl LabelBatch {
+    pub(crate) fn new(
+        labels: &Labels,
+        neg_entropy: &[f32],
+        rows: &[usize],
+    ) -> Result<LabelBatch, TrainError> {
+        let dev = Device::Cpu;
+        let soft: Vec<f32> = rows
+            .iter()
+            .flat_map(|&r| labels.soft[r * LIKERT_BINS..(r + 1) * LIKERT_BINS].iter().copied())
+            .collect();
+        Ok(LabelBatch {
+            consensus: Tensor::from_vec(
+                rows.iter().map(|&r| labels.consensus[r]).collect(),
+                rows.len(),
+                &dev,
+            )?,
+            soft: Tensor::from_vec(soft, (rows.len(), LIKERT_BINS), &dev)?,
+            neg_entropy: Tensor::from_vec(rows.iter().map(|&r| neg_entropy[r]).collect(), rows.len(), &dev)?,
+        })
+    }
+}
+
+/// Mean consensus label and mean soft label of a split: the initial biases of the heads.
+pub(crate) fn label_priors(labels: &Labels) -> (f32, [f32; LIKERT_BINS]) {
+    let n = labels.consensus.len().max(1) as f32;
+    let mut prior = [0f32; LIKERT_BINS];
+    for row in labels.soft.chunks(LIKERT_BINS) {
+        prior.iter_mut().zip(row).for_each(|(p, t)| *p += t / n);
+    }
+    (labels.consensus.iter().sum::<f32>() / n, prior)
+}
+
+/// Latent noise of one training step: `[B, samples, LATENT]` standard normals, or zeros
+/// when the configuration turns latent sampling off (z = μ, a plain auto-encoder).
+fn latent_noise(
+    cfg: &TrainConfig,
+    rng: &mut ChaCha8Rng,
+    rows: usize,
+    samples: usize,
+) -> candle_core::Result<Tensor> {
+    if cfg.latent_sampling {
+        normals(rng, (rows, samples.max(1), LATENT), &Device::Cpu)
+    } else {
+        Tensor::zeros((rows, 1, LATENT), candle_core::DType::F32, &Device::Cpu)
+    }
+}
+
+/// The trained VAE-ER of one attribute and what its training reported.
+pub struct VaeErRun {
+    pub net: VaeEr,
+    pub pretrain_final_loss: f64,
+    pub best_epoch: usize,
+    pub log: Vec<EpochLog>,
+    pub pretrain: Throughput,
+    pub joint: Throughput,
+}
+
+/// Phase 1 (the VAE alone on the unlabeled pool, Eq. 2) and phase 2 (joint MTL on the
+/// labelled train split, Eq. 3) for one attribute; the best joint epoch on dev is restored.
+/// The configuration's `latent_sampling`, `reconstruction`, `gamma` and `mc_train` also give
+/// the ablations and the AE-MCD baseline of `emogate evaluate`.
+pub fn train_vae_er(
     data: &Prepared,
     attribute: Attribute,
     cfg: &TrainConfig,
     bank: &[f32],
     mp: &MultiProgress,
-) -> Result<(AttributeParams, AttributeReport), TrainError> {
+) -> Result<VaeErRun, TrainError> {
     let dev = Device::Cpu;
     let d = data.dims;
     let ty = &data.train_y[attribute];
     let dy = &data.dev_y[attribute];
-    let mean_label = ty.consensus.iter().sum::<f32>() / ty.consensus.len() as f32;
-    let mut prior = [0f32; LIKERT_BINS];
-    for row in ty.soft.chunks(LIKERT_BINS) {
-        prior.iter_mut().zip(row).for_each(|(p, t)| *p += t / ty.consensus.len() as f32);
-    }
+    let (mean_label, prior) = label_priors(ty);
     let net = VaeEr::new(d, seed_for(cfg.seed, attribute, 1), mean_label, &prior, &dev)?;
     let mut shuffle = ChaCha8Rng::seed_from_u64(seed_for(cfg.seed, attribute, 2));
     let mut noise = ChaCha8Rng::seed_from_u64(seed_for(cfg.seed, attribute, 3));
     let mut drop =
         Dropout::new(cfg.dropout[attribute], cfg.encoder_dropout, seed_for(cfg.seed, attribute, 4));
-    let mut throughput = PerPhase::<Throughput>::default();
+    drop.in_decoder = cfg.decoder_dropout;
+    let kl_weight = if cfg.latent_sampling { cfg.kl_weight } else { 0.0 };
+    let reconstruction = |logits: &Tensor, x: &Tensor, mu: &Tensor, logvar: &Tensor| match cfg.reconstruction
+    {
+        Reconstruction::Bernoulli => losses::vae_nll(logits, x, mu, logvar, kl_weight),
+        Reconstruction::Mse => losses::mse_with_logits(logits, x),
+    };
+    let (mut pretrain, mut joint) = (Throughput::default(), Throughput::default());
 
     // Phase 1: the VAE alone on the unlabeled pool (Eq. 2).
     let pool_n = data.pool_x.len() / d;
@@ -325,137 +484,171 @@ pub fn train_attribute(
             let t0 = Instant::now();
             let x = batch_tensor(&data.pool_x, d, rows, &dev)?;
             let (mu, logvar) = net.encode(&x, Some(&mut drop))?;
-            let eps = normals(&mut noise, (rows.len(), 1, LATENT), &dev)?.squeeze(1)?;
+            let eps = latent_noise(cfg, &mut noise, rows.len(), 1)?.squeeze(1)?;
             let z = (&mu + ((&logvar * 0.5)?.exp()? * eps)?)?;
-            let loss = losses::vae_nll(&net.decode_logits(&z)?, &x, &mu, &logvar, cfg.kl_weight)?;
+            let loss = reconstruction(&net.decode_logits(&z, Some(&mut drop))?, &x, &mu, &logvar)?;
             opt.step(&loss.backward()?)?;
-            throughput.pretrain.add(rows.len(), t0.elapsed());
+            pretrain.add(rows.len(), t0.elapsed());
             sum += scalar(&loss)?;
             batches += 1;
         }
-        pretrain_final_loss = sum / batches as f64;
+        pretrain_final_loss = sum / batches.max(1) as f64;
         report(&pb, format!("NLL_VAE {pretrain_final_loss:.4}"));
     }
     pb.finish();
 
     // Phase 2: joint MTL on the labelled train split (Eq. 3), best epoch on dev.
-    let n = data.n_train();
     let neg_ent = losses::neg_entropy_rows(&ty.soft, LIKERT_BINS);
     let mut opt = Adam::new(net.all_vars(), AdamConfig::adam(cfg.lr_joint));
-    let pb = bar(mp, cfg.joint_epochs, format!("{attribute} 2/3 VAE-ER"));
-    let mut order: Vec<usize> = (0..n).collect();
-    let (mut best, mut best_epoch, mut snapshot) = (f64::INFINITY, 0, net.snapshot()?);
-    let mut joint_log = Vec::new();
-    let mc_select = cfg.mc_select.min(bank.len() / LATENT).max(1);
-    for epoch in 1..=cfg.joint_epochs {
-        order.shuffle(&mut shuffle);
-        let (mut sum, mut batches) = (0.0, 0);
-        for rows in order.chunks(cfg.batch) {
-            if rows.len() < 2 {
-                continue; // CCC of a single record is undefined
-            }
-            let t0 = Instant::now();
+    let mc_select = if cfg.latent_sampling { cfg.mc_select.min(bank.len() / LATENT).max(1) } else { 0 };
+    let lp = EpochLoop {
+        n: data.n_train(),
+        batch: cfg.batch,
+        epochs: cfg.joint_epochs,
+        patience: cfg.patience,
+        shuffle: &mut shuffle,
+        pb: bar(mp, cfg.joint_epochs, format!("{attribute} 2/3 VAE-ER")),
+    };
+    let (best_epoch, log, best) = run_epochs(
+        lp,
+        &mut joint,
+        |rows| {
             let x = batch_tensor(&data.train_x, d, rows, &dev)?;
-            let cons_t = Tensor::from_vec(
-                rows.iter().map(|&r| ty.consensus[r]).collect::<Vec<_>>(),
-                rows.len(),
-                &dev,
-            )?;
-            let soft_t = Tensor::from_vec(
-                rows.iter()
-                    .flat_map(|&r| ty.soft[r * LIKERT_BINS..(r + 1) * LIKERT_BINS].iter().copied())
-                    .collect::<Vec<_>>(),
-                (rows.len(), LIKERT_BINS),
-                &dev,
-            )?;
-            let ne_t =
-                Tensor::from_vec(rows.iter().map(|&r| neg_ent[r]).collect::<Vec<_>>(), rows.len(), &dev)?;
-            let eps = normals(&mut noise, (rows.len(), cfg.mc_train.max(1), LATENT), &dev)?;
+            let y = LabelBatch::new(ty, &neg_ent, rows)?;
+            let eps = latent_noise(cfg, &mut noise, rows.len(), cfg.mc_train)?;
             let out = net.forward(&x, &eps, cfg.alpha != 0.0, Some(&mut drop))?;
-            let mut loss = ((losses::ccc_loss(&out.consensus, &cons_t)? * cfg.beta)?
-                + (losses::kld_soft(&soft_t, &ne_t, &out.distribution)? * cfg.gamma)?)?;
+            let mut loss = (losses::ccc_loss(&out.consensus, &y.consensus)? * cfg.beta)?;
+            if cfg.gamma != 0.0 {
+                loss = (loss + (losses::kld_soft(&y.soft, &y.neg_entropy, &out.distribution)? * cfg.gamma)?)?;
+            }
             if let Some(logits) = &out.recon_logits {
-                loss = (loss
-                    + (losses::vae_nll(logits, &x, &out.mu, &out.logvar, cfg.kl_weight)? * cfg.alpha)?)?;
+                loss = (loss + (reconstruction(logits, &x, &out.mu, &out.logvar)? * cfg.alpha)?)?;
             }
             opt.step(&loss.backward()?)?;
-            throughput.joint.add(rows.len(), t0.elapsed());
-            sum += scalar(&loss)?;
-            batches += 1;
-        }
-        let (cons, dist) = eval_vae_er(&net, data, bank, mc_select)?;
-        let dev_ccc = metrics::ccc(&cons, &dy.consensus);
-        let dev_loss = cfg.beta * (1.0 - dev_ccc) + cfg.gamma * mean_kld(&dy.soft, &dist);
-        if dev_loss < best {
-            (best, best_epoch, snapshot) = (dev_loss, epoch, net.snapshot()?);
-        }
-        let train_loss = sum / batches.max(1) as f64;
-        joint_log.push(EpochLog { epoch, train_loss, dev_loss, dev_ccc });
-        report(&pb, format!("loss {train_loss:.4} dev {dev_loss:.4} CCC {dev_ccc:.3} best@{best_epoch}"));
-        if cfg.patience > 0 && epoch - best_epoch >= cfg.patience {
-            break;
-        }
-    }
-    pb.finish();
-    net.restore(&snapshot)?;
+            scalar(&loss)
+        },
+        || {
+            let (cons, dist) = eval_vae_er(&net, data, bank, mc_select)?;
+            let dev_ccc = metrics::ccc(&cons, &dy.consensus);
+            Ok((cfg.beta * (1.0 - dev_ccc) + cfg.gamma * mean_kld(&dy.soft, &dist), dev_ccc))
+        },
+        || Ok(net.snapshot()?),
+    )?;
+    net.restore(&best)?;
+    Ok(VaeErRun { net, pretrain_final_loss, best_epoch, log, pretrain, joint })
+}
 
-    // STL regressor on the scaled features, consensus labels, (1 − CCC).
-    let stl = Stl::new(d, seed_for(cfg.seed, attribute, 5), mean_label, &dev)?;
+/// One regression split for [`train_stl`]: scaled features `[n, dims]` and labels.
+pub struct SplitData<'a> {
+    pub x: &'a [f32],
+    pub y: &'a Labels,
+}
+
+/// The trained STL regressor and what its training reported.
+pub struct StlRun {
+    pub net: Stl,
+    pub best_epoch: usize,
+    pub log: Vec<EpochLog>,
+    pub throughput: Throughput,
+}
+
+/// Batched predictions of a scalar-output network over a row-major `[n, dims]` matrix.
+pub(crate) fn predict_rows(
+    x: &[f32],
+    dims: usize,
+    chunk: usize,
+    mut f: impl FnMut(&Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Vec<f32>, TrainError> {
+    let n = x.len() / dims;
+    let mut out = Vec::with_capacity(n);
+    for start in (0..n).step_by(chunk.max(1)) {
+        let rows: Vec<usize> = (start..(start + chunk).min(n)).collect();
+        out.extend(f(&batch_tensor(x, dims, &rows, &Device::Cpu)?)?.to_vec1::<f32>()?);
+    }
+    Ok(out)
+}
+
+/// The STL regressor (Sec. V): the ER's shape on the scaled features, consensus labels,
+/// (1 − CCC), best epoch on dev CCC. `seed` keys its initial weights, shuffles and dropout.
+pub fn train_stl(
+    train: SplitData<'_>,
+    dev_split: SplitData<'_>,
+    dims: usize,
+    cfg: &TrainConfig,
+    dropout: f32,
+    seed: u64,
+    pb: ProgressBar,
+) -> Result<StlRun, TrainError> {
+    let dev = Device::Cpu;
+    let n = train.x.len() / dims;
+    let (mean_label, _) = label_priors(train.y);
+    let stl = Stl::new(dims, seed, mean_label, &dev)?;
+    let mut shuffle = ChaCha8Rng::seed_from_u64(seed.wrapping_add(1));
+    let mut drop = Dropout::new(dropout, false, seed.wrapping_add(2));
     let mut opt = Adam::new(stl.vars(), AdamConfig::adam(cfg.lr_stl));
-    let pb = bar(mp, cfg.stl_epochs, format!("{attribute} 3/3 STL"));
-    let (mut best, mut stl_best_epoch, mut stl_snapshot) = (f64::INFINITY, 0, stl.snapshot()?);
-    let mut stl_log = Vec::new();
-    let dev_n = data.dev_x.len() / d;
-    for epoch in 1..=cfg.stl_epochs {
-        order.shuffle(&mut shuffle);
-        let (mut sum, mut batches) = (0.0, 0);
-        for rows in order.chunks(cfg.stl_batch) {
-            if rows.len() < 2 {
-                continue;
-            }
-            let t0 = Instant::now();
-            let x = batch_tensor(&data.train_x, d, rows, &dev)?;
+    let mut throughput = Throughput::default();
+    let lp = EpochLoop {
+        n,
+        batch: cfg.stl_batch,
+        epochs: cfg.stl_epochs,
+        patience: cfg.patience,
+        shuffle: &mut shuffle,
+        pb,
+    };
+    let (best_epoch, log, best) = run_epochs(
+        lp,
+        &mut throughput,
+        |rows| {
+            let x = batch_tensor(train.x, dims, rows, &dev)?;
             let y = Tensor::from_vec(
-                rows.iter().map(|&r| ty.consensus[r]).collect::<Vec<_>>(),
+                rows.iter().map(|&r| train.y.consensus[r]).collect::<Vec<_>>(),
                 rows.len(),
                 &dev,
             )?;
             let loss = losses::ccc_loss(&stl.forward(&x, Some(&mut drop))?, &y)?;
             opt.step(&loss.backward()?)?;
-            throughput.stl.add(rows.len(), t0.elapsed());
-            sum += scalar(&loss)?;
-            batches += 1;
-        }
-        let mut pred = Vec::with_capacity(dev_n);
-        for start in (0..dev_n).step_by(1024) {
-            let rows: Vec<usize> = (start..(start + 1024).min(dev_n)).collect();
-            pred.extend(stl.forward(&batch_tensor(&data.dev_x, d, &rows, &dev)?, None)?.to_vec1::<f32>()?);
-        }
-        let dev_ccc = metrics::ccc(&pred, &dy.consensus);
-        if 1.0 - dev_ccc < best {
-            (best, stl_best_epoch, stl_snapshot) = (1.0 - dev_ccc, epoch, stl.snapshot()?);
-        }
-        let train_loss = sum / batches.max(1) as f64;
-        stl_log.push(EpochLog { epoch, train_loss, dev_loss: 1.0 - dev_ccc, dev_ccc });
-        report(&pb, format!("1-CCC {train_loss:.4} dev CCC {dev_ccc:.3} best@{stl_best_epoch}"));
-        if cfg.patience > 0 && epoch - stl_best_epoch >= cfg.patience {
-            break;
-        }
-    }
-    pb.finish();
-    stl.restore(&stl_snapshot)?;
+            scalar(&loss)
+        },
+        || {
+            let pred = predict_rows(dev_split.x, dims, 1024, |x| stl.forward(x, None))?;
+            let dev_ccc = metrics::ccc(&pred, &dev_split.y.consensus);
+            Ok((1.0 - dev_ccc, dev_ccc))
+        },
+        || Ok(stl.snapshot()?),
+    )?;
+    stl.restore(&best)?;
+    Ok(StlRun { net: stl, best_epoch, log, throughput })
+}
 
-    let params = attribute_params(&net, &stl)?;
+/// Trains VAE-ER and STL for one attribute; returns the serving layers of the best epochs.
+pub fn train_attribute(
+    data: &Prepared,
+    attribute: Attribute,
+    cfg: &TrainConfig,
+    bank: &[f32],
+    mp: &MultiProgress,
+) -> Result<(AttributeParams, AttributeReport), TrainError> {
+    let vae = train_vae_er(data, attribute, cfg, bank, mp)?;
+    let stl = train_stl(
+        SplitData { x: &data.train_x, y: &data.train_y[attribute] },
+        SplitData { x: &data.dev_x, y: &data.dev_y[attribute] },
+        data.dims,
+        cfg,
+        cfg.dropout[attribute],
+        seed_for(cfg.seed, attribute, 5),
+        bar(mp, cfg.stl_epochs, format!("{attribute} 3/3 STL")),
+    )?;
+    let params = attribute_params(&vae.net, &stl.net)?;
     let parameters = params.parameter_count();
     Ok((
         params,
         AttributeReport {
-            pretrain_final_loss,
-            joint_best_epoch: best_epoch,
-            stl_best_epoch,
-            joint: joint_log,
-            stl: stl_log,
-            throughput,
+            pretrain_final_loss: vae.pretrain_final_loss,
+            joint_best_epoch: vae.best_epoch,
+            stl_best_epoch: stl.best_epoch,
+            joint: vae.log,
+            stl: stl.log,
+            throughput: PerPhase { pretrain: vae.pretrain, joint: vae.joint, stl: stl.throughput },
             parameters,
         },
     ))

@@ -1,0 +1,210 @@
+//! `emogate evaluate --quick` on small synthetic corpora (the default model's world, seed 7):
+//! the report's structure and its internal consistency, read back from the files it wrote.
+#![cfg(feature = "train")]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+fn emogate(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_emogate")).args(args).output().expect("run emogate");
+    assert!(out.status.success(), "emogate {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn f(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))
+}
+
+const ATTRIBUTES: [&str; 3] = ["valence", "arousal", "dominance"];
+const METHODS: [&str; 8] =
+    ["vae_er", "no_soft_labels", "one_mc_sample", "no_vae", "ae_mcd", "mcd", "mcd_soft", "mcd_mtl"];
+
+#[test]
+fn evaluate_quick_writes_a_consistent_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (main, cross, out) = (tmp.path().join("main"), tmp.path().join("cross"), tmp.path().join("out"));
+    emogate(&["synth", "--out", s(&main), "--sizes", "train=96,dev=40,test=100,unlabeled=48", "--seed", "7"]);
+    emogate(&[
+        "synth",
+        "--out",
+        s(&cross),
+        "--variant",
+        "iemocap",
+        "--sizes",
+        "train=80,dev=30,test=30",
+        "--seed",
+        "7",
+    ]);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    let printed = emogate(&[
+        "evaluate",
+        "--model",
+        s(&model),
+        "--corpus",
+        s(&main),
+        "--cross-corpus",
+        s(&cross),
+        "--out",
+        s(&out),
+        "--quick",
+        "--mc-samples",
+        "8",
+    ]);
+    assert!(printed.contains("within_corpus: mean CCC at 60% coverage over 2 trial(s)"), "{printed}");
+
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(r["settings"]["trials"], 2);
+    assert_eq!(r["settings"]["seeds"], serde_json::json!([1, 2]));
+    assert_eq!(r["corpus"]["id"], "synthetic-msp-v1-seed7");
+    assert_eq!(r["model"]["id"], "emogate-vae-er");
+    let records = r["corpus"]["records"].as_u64().unwrap() as usize;
+    assert_eq!(records, 100);
+
+    // Figs. 2 and 3 (DESIGN §7 names these fields).
+    for a in ATTRIBUTES {
+        let an = &r["attributes"][a];
+        let curve = an["coverage_curve"].as_array().unwrap();
+        assert_eq!(curve.len(), 17, "{a}: 100 % to 20 % in 5 % steps");
+        assert_eq!(f(&curve[0]["coverage"]), 1.0);
+        assert!((f(&curve[16]["coverage"]) - 0.2).abs() < 1e-12);
+        assert_eq!(f(&curve[0]["ccc"]), f(&an["ccc_full"]), "{a}: the curve at 100 % is the overall CCC");
+        assert!(curve.windows(2).all(|w| f(&w[0]["coverage"]) > f(&w[1]["coverage"])));
+        assert!(curve.iter().all(|p| (-1.0..=1.0).contains(&f(&p["ccc"]))));
+        let sizes: Vec<u64> =
+            an["quintile_sizes"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+        assert_eq!(sizes, [20; 5], "{a}: equal quintiles");
+        assert_eq!(an["quintile_ccc"].as_array().unwrap().len(), 5);
+        let gain = f(&an["relative_gain_at_60"]);
+        let at60 = curve.iter().find(|p| (f(&p["coverage"]) - 0.6).abs() < 1e-9).unwrap();
+        assert!((gain - (f(&at60["ccc"]) / f(&an["ccc_full"]) - 1.0)).abs() < 1e-9);
+        // On the model's own world the VAE-ER entropy carries information: the model was
+        // trained on this generator (seed 7), so its CCC is well above zero.
+        assert!(f(&an["ccc_full"]) > 0.2, "{a}: {}", an["ccc_full"]);
+    }
+
+    // Fig. 4: nine pairs; the self pairs are the Fig. 3 curves.
+    let utl = r["utl"].as_array().unwrap();
+    assert_eq!(utl.len(), 9);
+    for c in utl.iter().filter(|c| c["decided"] == c["source"]) {
+        let a = c["decided"].as_str().unwrap();
+        assert_eq!(c["coverage_curve"], r["attributes"][a]["coverage_curve"]);
+    }
+
+    // Tables: every method × attribute × coverage, two trials each; at 100 % coverage no record
+    // is rejected, so every method scores the same predictions and the same CCC.
+    let tables = r["tables"].as_array().unwrap();
+    let mut groups: BTreeMap<(String, String, String, i64), Vec<&Value>> = BTreeMap::new();
+    for c in tables {
+        let trials: Vec<f64> = c["trials"].as_array().unwrap().iter().map(f).collect();
+        assert_eq!(trials.len(), 2, "{c}");
+        assert!((f(&c["mean"]) - (trials[0] + trials[1]) / 2.0).abs() < 1e-12);
+        assert!(METHODS.contains(&c["method"].as_str().unwrap()));
+        if c["significant"] == true {
+            assert_eq!(c["best"], true, "only the best method can be marked significant");
+        }
+        let key = (
+            c["table"].as_str().unwrap().to_string(),
+            c["attribute"].as_str().unwrap().to_string(),
+            c["uncertainty_source"].as_str().unwrap().to_string(),
+            (f(&c["coverage"]) * 100.0).round() as i64,
+        );
+        groups.entry(key).or_default().push(c);
+    }
+    let within = groups.keys().filter(|k| k.0 == "within_corpus").count();
+    assert_eq!(within, 3 * 5);
+    assert_eq!(groups.keys().filter(|k| k.0 == "cross_corpus").count(), 3 * 5);
+    assert_eq!(groups.keys().filter(|k| k.0 == "cross_corpus_utl").count(), 2 * 5);
+    for (key, cells) in &groups {
+        assert_eq!(cells.len(), METHODS.len(), "{key:?}");
+        assert_eq!(cells.iter().filter(|c| c["best"] == true).count(), 1, "{key:?}");
+        for c in cells {
+            // No p-value for the proposed method itself, nor where the test is undefined: at
+            // 100 % coverage every trial of every method has the same CCC (no spread).
+            let undefined = c["method"] == "vae_er" || key.3 == 100;
+            assert_eq!(c["p_proposed_better"].is_null(), undefined, "{c}");
+        }
+        if key.3 == 100 {
+            let first = f(&cells[0]["mean"]);
+            assert!(cells.iter().all(|c| (f(&c["mean"]) - first).abs() < 1e-12), "{key:?}");
+        }
+    }
+    // Within corpus at 100 %: the STL CCC of the Fig. 3 curve.
+    for a in ATTRIBUTES {
+        let full = &groups[&("within_corpus".into(), a.into(), a.into(), 100)][0];
+        assert!((f(&full["mean"]) - f(&r["attributes"][a]["ccc_full"])).abs() < 1e-12);
+    }
+    // Cross corpus at 100 %: the mean of the folds' STL CCCs.
+    let cc = &r["cross_corpus"];
+    assert_eq!(cc["folds"].as_array().unwrap().len(), 5);
+    for a in ATTRIBUTES {
+        let folds: Vec<f64> = cc["folds"].as_array().unwrap().iter().map(|fo| f(&fo["stl_ccc"][a])).collect();
+        let mean = folds.iter().sum::<f64>() / 5.0;
+        assert!((f(&cc["stl_ccc_full"][a]) - mean).abs() < 1e-12);
+        let full = &groups[&("cross_corpus".into(), a.into(), a.into(), 100)][0];
+        assert!((f(&full["mean"]) - mean).abs() < 1e-9, "{a}");
+    }
+    let speakers: Vec<&Value> = cc["folds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|fo| fo["test_speakers"].as_array().unwrap())
+        .collect();
+    assert_eq!(speakers.len(), 10, "every speaker is tested exactly once");
+
+    // Inference cost: every method measured, the MCD family also with full passes.
+    let inference = r["inference"].as_array().unwrap();
+    assert_eq!(inference.len(), METHODS.len());
+    for m in inference {
+        assert!(f(&m["test_seconds"]) > 0.0 && f(&m["records_per_sec"]) > 0.0, "{m}");
+        assert!(m["parameters"].as_u64().unwrap() >= m["parameters_at_inference"].as_u64().unwrap());
+        let mcd = m["method"].as_str().unwrap().starts_with("mcd");
+        assert_eq!(m["test_seconds_full_passes"].is_null(), !mcd, "{m}");
+    }
+
+    // CSVs mirror the JSON; PNGs are real images.
+    let fig3 = std::fs::read_to_string(out.join("fig3_coverage.csv")).unwrap();
+    assert_eq!(fig3.lines().count(), 1 + 3 * 17);
+    let first = fig3.lines().nth(1).unwrap();
+    let ccc: f64 = first.rsplit(',').next().unwrap().parse().unwrap();
+    assert!((ccc - f(&r["attributes"]["valence"]["ccc_full"])).abs() < 1e-6, "{first}");
+    for (csv, rows) in [
+        ("fig2_quintiles.csv", 15),
+        ("fig4_utl.csv", 9 * 17),
+        ("table_within_corpus.csv", 3 * 5 * 8),
+        ("table1_cross_corpus.csv", 3 * 5 * 8),
+        ("table2_cross_corpus_utl.csv", 2 * 5 * 8),
+        ("inference_time.csv", 8),
+    ] {
+        let text = std::fs::read_to_string(out.join(csv)).unwrap();
+        assert_eq!(text.lines().count(), rows + 1, "{csv}");
+    }
+    for png in [
+        "fig2_quintiles.png",
+        "fig3_coverage.png",
+        "fig4_utl.png",
+        "methods_within_corpus.png",
+        "table1_cross_corpus.png",
+    ] {
+        let bytes = std::fs::read(out.join(png)).unwrap();
+        assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "{png}");
+        assert!(bytes.len() > 10_000, "{png} has content");
+    }
+}
+
+#[test]
+fn evaluate_refuses_unknown_methods_with_the_list() {
+    let out = Command::new(env!("CARGO_BIN_EXE_emogate"))
+        .args(["evaluate", "--corpus", "/nonexistent", "--out", "/tmp/unused", "--methods", "vae_er,bogus"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown method `bogus`") && err.contains("mcd_mtl"), "{err}");
+}
