@@ -33,7 +33,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TANSU := $(CACHE)/bin/tansu
 export EMOGATE_TANSU ?= $(TANSU)
 
-.PHONY: deps system-deps build demo test test-deploy test-slow bench lint default-model fixture-model clean-cache
+.PHONY: deps system-deps build demo test test-deploy test-slow bench lint default-model fixture-model evaluate clean-cache
 
 ## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
 ## test references and the Tansu test broker into .cache/
@@ -99,6 +99,16 @@ lint: system-deps
 default-model: deps
 	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-default
 	cargo run $(TEST_FLAGS) -- train --corpus corpora/synth-default --out models/default
+
+## evaluate: the documented evaluation run into docs/results/ (docs/evaluation.md): the paper's
+## figures and tables, baselines and ablations over EVAL_ARGS' trials (about an hour on 2 cores;
+## `EVAL_ARGS="--trials 10"` is the paper's protocol at the trainer's full schedule, many hours)
+EVAL_ARGS ?= --trials 3 --pretrain-epochs 1 --joint-epochs 2 --stl-epochs 15
+evaluate: deps
+	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-default
+	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-iemocap --variant iemocap
+	cargo run $(TEST_FLAGS) -- evaluate --model models/default --corpus corpora/synth-default \
+		--cross-corpus corpora/synth-iemocap --out docs/results $(EVAL_ARGS)
 
 ## fixture-model: rebuild the committed random-weight fixture model (deterministic)
 fixture-model: $(PY_STAMP)
