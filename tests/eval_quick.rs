@@ -2,21 +2,15 @@
 //! the report's structure and its internal consistency, read back from the files it wrote.
 #![cfg(feature = "train")]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
+use common::{emogate, s};
+
 use serde_json::Value;
-
-fn emogate(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_emogate")).args(args).output().expect("run emogate");
-    assert!(out.status.success(), "emogate {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn f(v: &Value) -> f64 {
     v.as_f64().unwrap_or_else(|| panic!("not a number: {v}"))

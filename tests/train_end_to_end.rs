@@ -5,24 +5,15 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
+
+use common::{emogate, s};
 
 use emogate::model::contract::{output_name, OutputKind};
 use emogate::model::Manifest;
 use emogate::train::corpus::{msp, Split};
 use emogate::train::{npy, onnx, serving};
 use emogate::{Attribute, LIKERT_BINS};
-
-fn emogate(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_emogate")).args(args).output().expect("run emogate");
-    assert!(out.status.success(), "emogate {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn synth_train_quick_export_calibrate() {

@@ -8,6 +8,7 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
+use super::analysis::AttributeAnalysis;
 use super::methods::Method;
 use super::report::Report;
 use super::EvalError;
@@ -127,40 +128,32 @@ pub fn draw_all(report: &Report, dir: &Path) -> Result<Vec<String>, EvalError> {
         files.push(name.to_string());
         Ok(())
     };
-    // Fig. 3: one line per attribute.
+    // Figs. 3 and 2: one line per attribute.
+    let per_attribute =
+        |title: &str, x_label: &str, points: &dyn Fn(&AttributeAnalysis) -> Vec<(f64, f64)>| {
+            vec![Panel {
+                title: title.into(),
+                x_label: x_label.into(),
+                y_label: "CCC".into(),
+                series: report
+                    .attributes
+                    .iter()
+                    .map(|(a, an)| Series { label: a.to_string(), points: points(an) })
+                    .collect(),
+            }]
+        };
     draw(
         "fig3_coverage.png",
-        vec![Panel {
-            title: "CCC vs test coverage (reject by VAE-ER entropy)".into(),
-            x_label: "coverage (%)".into(),
-            y_label: "CCC".into(),
-            series: report
-                .attributes
-                .iter()
-                .map(|(a, an)| Series {
-                    label: a.to_string(),
-                    points: an.coverage_curve.iter().map(|p| (pct(p.coverage), p.ccc)).collect(),
-                })
-                .collect(),
-        }],
+        per_attribute("CCC vs test coverage (reject by VAE-ER entropy)", "coverage (%)", &|an| {
+            an.coverage_curve.iter().map(|p| (pct(p.coverage), p.ccc)).collect()
+        }),
         true,
     )?;
-    // Fig. 2: quintile 1 (most certain) … 5.
     draw(
         "fig2_quintiles.png",
-        vec![Panel {
-            title: "CCC per uncertainty quintile".into(),
-            x_label: "quintile (1 = most certain)".into(),
-            y_label: "CCC".into(),
-            series: report
-                .attributes
-                .iter()
-                .map(|(a, an)| Series {
-                    label: a.to_string(),
-                    points: an.quintile_ccc.iter().enumerate().map(|(q, &c)| ((q + 1) as f64, c)).collect(),
-                })
-                .collect(),
-        }],
+        per_attribute("CCC per uncertainty quintile", "quintile (1 = most certain)", &|an| {
+            an.quintile_ccc.iter().enumerate().map(|(q, &c)| ((q + 1) as f64, c)).collect()
+        }),
         false,
     )?;
     // Fig. 4: a panel per decided attribute, a line per uncertainty source.

@@ -44,3 +44,16 @@ pub fn run_python(script: &str, args: &[&str]) -> String {
     );
     String::from_utf8(out.stdout).expect("python printed non-UTF-8")
 }
+
+/// Runs the built `emogate` binary and returns its stdout; a non-zero exit fails the test
+/// with its stderr. (`CARGO_BIN_EXE_emogate` is set for every integration-test crate.)
+pub fn emogate(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_emogate")).args(args).output().expect("run emogate");
+    assert!(out.status.success(), "emogate {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+/// A path as `&str` for command lines (test paths are UTF-8).
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("UTF-8 path")
+}
