@@ -123,6 +123,12 @@ struct BenchArgs {
     /// Length of the latency run at the offered load, seconds (0 skips it).
     #[arg(long, default_value_t = 5.0)]
     latency_seconds: f64,
+    /// librdkafka property for the infer stage's clients in the end-to-end runs, `name=value`
+    /// (repeatable). Default `fetch.wait.max.ms=20`: the mock cluster holds a fetch that finds
+    /// no data for the whole `fetch.wait.max.ms` (500 ms by default) instead of answering when
+    /// data arrives as a real broker does, which put a 0–500 ms floor under every latency.
+    #[arg(long = "property", short = 'X', value_parser = parse_property)]
+    properties: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -336,6 +342,10 @@ fn bench(args: BenchArgs) -> Result<()> {
     }
     // End to end in the same run: the demo flow (mock cluster, infer stage -> accepted/
     // rejected/DLQ topics, exactly-once) on the same model, batch size and threads.
+    let mut properties = args.properties.clone();
+    if !properties.iter().any(|(k, _)| k == "fetch.wait.max.ms") {
+        properties.push(("fetch.wait.max.ms".into(), "20".into()));
+    }
     let e2e_options = |records: usize, input: InputMode| DemoOptions {
         records,
         model_dir: model_dir.clone(),
@@ -343,6 +353,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         max_wait_ms: args.max_wait_ms,
         intra_threads: args.threads,
         input,
+        properties: properties.clone(),
         ..DemoOptions::default()
     };
     let rt = runtime()?;

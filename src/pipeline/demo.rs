@@ -71,6 +71,8 @@ pub struct DemoOptions {
     /// ONNX Runtime intra-op threads per session (0: one per core).
     pub intra_threads: usize,
     pub input: InputMode,
+    /// Extra librdkafka properties for the infer stage's clients (`kafka.properties`).
+    pub properties: Vec<(String, String)>,
 }
 
 impl Default for DemoOptions {
@@ -92,6 +94,7 @@ impl Default for DemoOptions {
             max_wait_ms: crate::config::BatchConfig::default().max_wait_ms,
             intra_threads: 0,
             input: InputMode::Live,
+            properties: Vec::new(),
         }
     }
 }
@@ -215,6 +218,7 @@ pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
     config.batch.max_records = options.batch;
     config.batch.max_wait_ms = options.max_wait_ms;
     config.model.intra_threads = options.intra_threads;
+    config.kafka.properties.0.extend(options.properties.iter().cloned());
     config.archive.root = options.archive_root.clone();
     // Roll archive files every second so the demo's rows are on disk while it runs.
     config.archive.roll_age_ms = 1000;
