@@ -15,11 +15,8 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::cluster::KeyedPayload;
 use super::error::PipelineError;
@@ -109,25 +106,13 @@ pub fn watch_outputs(
     stop: &AtomicBool,
     timeout: Duration,
 ) -> Result<Vec<f64>, PipelineError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "emogate-latency-watch")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .map_err(PipelineError::kafka("create latency consumer"))?;
-    let mut tpl = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(PipelineError::kafka("latency consumer metadata"))?;
-        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                .map_err(PipelineError::kafka("assign"))?;
-        }
-    }
-    consumer.assign(&tpl).map_err(PipelineError::kafka("assign"))?;
+    // A short fetch wait: the mock cluster holds an empty fetch for the whole wait.
+    let consumer = super::cluster::committed_reader(
+        brokers,
+        "emogate-latency-watch",
+        topics,
+        &[("fetch.wait.max.ms", "10")],
+    )?;
     let started = Instant::now();
     let mut seen = vec![false; index_of.values().max().map_or(0, |m| m + 1)];
     let mut latencies = Vec::with_capacity(index_of.len());
