@@ -118,6 +118,8 @@ struct BenchArgs {
     #[arg(long, default_value_t = emogate::config::BatchConfig::default().max_wait_ms)]
     max_wait_ms: u64,
     /// Offered load of the latency run, records/s (default: half the measured end-to-end rate).
+    /// Above the sustainable rate the backlog outgrows the mock cluster's 5 MiB per partition,
+    /// which deletes old input as retention would, and the run fails for the lost answers.
     #[arg(long)]
     offered_load: Option<f64>,
     /// Length of the latency run at the offered load, seconds (0 skips it).
