@@ -8,10 +8,11 @@ use std::hint::black_box;
 use apache_avro::from_avro_datum;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use emogate::codec::{
-    encode_feature_record, encode_prediction, AttributePrediction, Decision, EmotionPrediction,
-    FeatureDecoder, FeatureRecord, Framing, RecordSchema,
+    encode_feature_record, encode_prediction, FeatureDecoder, FeatureRecord, Framing, RecordSchema,
 };
-use emogate::{Attribute, PerAttribute};
+
+mod common;
+use common::prediction;
 
 const DIMS: usize = 6373;
 
@@ -23,26 +24,6 @@ fn record() -> FeatureRecord {
         timestamp_ms: 1_731_000_000_000,
         feature_set: "ComParE_2016".into(),
         features: (0..DIMS).map(|i| (i as f32 * 0.37).sin() * 10.0).collect(),
-    }
-}
-
-fn prediction() -> EmotionPrediction {
-    EmotionPrediction {
-        utterance_id: "MSP-PODCAST_0153_0317".into(),
-        speaker_id: Some("spk-0153".into()),
-        source: Some("opensmile-3.0".into()),
-        timestamp_ms: 1_731_000_000_000,
-        processed_at_ms: 1_731_000_000_250,
-        model_version: "vae-er@1.0.0".into(),
-        decision: Decision::Accepted,
-        attributes: PerAttribute::from_fn(|a| AttributePrediction {
-            value: 4.2,
-            consensus: 4.0,
-            distribution: [0.02, 0.05, 0.18, 0.35, 0.25, 0.1, 0.05],
-            entropy: 1.62,
-            uncertainty_source: a,
-            accepted: a != Attribute::Dominance,
-        }),
     }
 }
 

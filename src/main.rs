@@ -10,7 +10,7 @@ use emogate::bench::{peak_rss_mb, raw_inference, RawBenchConfig};
 use emogate::codec::Framing;
 use emogate::config::{Config, DeliveryMode};
 use emogate::model::{LoadedModel, ModelOptions, ProviderChoice};
-use emogate::pipeline::demo::{self, DemoOptions};
+use emogate::pipeline::demo::{self, DemoOptions, InputMode};
 use emogate::pipeline::produce::{self, ProduceOptions, RecordSource};
 use emogate::pipeline::stage::{self, StageContext, StageFuture};
 use emogate::pipeline::{shutdown, InferStage};
@@ -110,6 +110,36 @@ struct BenchArgs {
     /// same model, batch and threads in this run, and report the ratio.
     #[arg(long)]
     python_reference: Option<PathBuf>,
+    /// Only the raw inference measurement (no mock cluster runs).
+    #[arg(long)]
+    raw_only: bool,
+    /// How the end-to-end throughput run gets its input: all of it produced before the stage
+    /// starts (the stage alone is timed), or produced while it runs in this process.
+    #[arg(long, value_enum, default_value_t = E2eInput::Preproduced)]
+    e2e_input: E2eInput,
+    /// `batch.max_wait_ms` of the infer stage in the end-to-end runs.
+    #[arg(long, default_value_t = emogate::config::BatchConfig::default().max_wait_ms)]
+    max_wait_ms: u64,
+    /// Offered load of the latency run, records/s (default: half the measured end-to-end rate).
+    /// Above the sustainable rate the backlog outgrows the mock cluster's 5 MiB per partition,
+    /// which deletes old input as retention would, and the run fails for the lost answers.
+    #[arg(long)]
+    offered_load: Option<f64>,
+    /// Length of the latency run at the offered load, seconds (0 skips it).
+    #[arg(long, default_value_t = 5.0)]
+    latency_seconds: f64,
+    /// librdkafka property for the infer stage's clients in the end-to-end runs, `name=value`
+    /// (repeatable). Default `fetch.wait.max.ms=20`: the mock cluster holds a fetch that finds
+    /// no data for the whole `fetch.wait.max.ms` (500 ms by default) instead of answering when
+    /// data arrives as a real broker does, which put a 0–500 ms floor under every latency.
+    #[arg(long = "property", short = 'X', value_parser = parse_property)]
+    properties: Vec<(String, String)>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum E2eInput {
+    Preproduced,
+    Live,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -319,19 +349,57 @@ fn bench(args: BenchArgs) -> Result<()> {
         report["python_onnxruntime_records_per_sec"] = rate.into();
         report["raw_to_python_ratio"] = (raw.records_per_sec / rate).into();
     }
-    // End to end in the same run: the demo flow (mock cluster, produce -> infer stage ->
-    // accepted/rejected/DLQ topics, exactly-once) on the same model and batch size.
-    let e2e_options = DemoOptions {
-        records: args.records,
+    if args.raw_only {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    // End to end in the same run: the demo flow (mock cluster, infer stage -> accepted/
+    // rejected/DLQ topics, exactly-once) on the same model, batch size and threads.
+    let mut properties = args.properties.clone();
+    if !properties.iter().any(|(k, _)| k == "fetch.wait.max.ms") {
+        properties.push(("fetch.wait.max.ms".into(), "20".into()));
+    }
+    let e2e_options = |records: usize, input: InputMode| DemoOptions {
+        records,
         model_dir: model_dir.clone(),
         batch: args.batch,
+        max_wait_ms: args.max_wait_ms,
+        intra_threads: args.threads,
+        input,
+        properties: properties.clone(),
         ..DemoOptions::default()
     };
-    let e2e = runtime()?
-        .block_on(demo::run_demo(e2e_options, Box::new(|_: &StageContext| Vec::new())))
-        .context("end-to-end benchmark")?;
+    let rt = runtime()?;
+    let run =
+        |options: DemoOptions| rt.block_on(demo::run_demo(options, Box::new(|_: &StageContext| Vec::new())));
+    let input = match args.e2e_input {
+        E2eInput::Preproduced => InputMode::Preproduced,
+        E2eInput::Live => InputMode::Live,
+    };
+    let e2e = run(e2e_options(args.records, input)).context("end-to-end benchmark")?;
+    report["e2e_input"] = format!("{input:?}").to_lowercase().into();
     report["e2e_records_per_sec"] = e2e.records_per_sec().into();
     report["e2e_to_raw_ratio"] = (e2e.records_per_sec() / raw.records_per_sec).into();
+    report["max_wait_ms"] = args.max_wait_ms.into();
+    // Latency at a fixed offered load (default half the end-to-end maximum just measured).
+    let rate = args.offered_load.unwrap_or(e2e.records_per_sec() / 2.0);
+    if args.latency_seconds > 0.0 && rate > 0.0 {
+        let records = (rate * args.latency_seconds).ceil() as usize;
+        let paced = run(e2e_options(records, InputMode::Paced(rate))).context("latency run")?;
+        let latency = paced.latency.context("the paced run measured no latency")?;
+        anyhow::ensure!(
+            latency.measured == latency.sent,
+            "saw answers for {} of {} records in the latency run",
+            latency.measured,
+            latency.sent
+        );
+        report["p50_ms"] = latency.p50_ms.into();
+        report["p99_ms"] = latency.p99_ms.into();
+        report["latency_max_ms"] = latency.max_ms.into();
+        report["latency_records"] = latency.measured.into();
+        report["offered_records_per_sec"] = latency.offered_records_per_sec.into();
+        report["achieved_records_per_sec"] = latency.achieved_records_per_sec.into();
+    }
     report["peak_rss_mb"] = peak_rss_mb().into();
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

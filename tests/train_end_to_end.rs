@@ -82,6 +82,22 @@ fn synth_train_quick_export_calibrate() {
         assert!(t60[a] <= t65[a] && t65[a] <= t70[a], "{a}: thresholds not monotone in coverage");
     }
     assert_eq!(after.sha256, manifest.sha256);
+
+    // Re-exporting the same weights with another noise bank (no parts/ needed): the layers
+    // are the model's, only the bank and its manifest entries change.
+    let sobol = tmp.path().join("sobol");
+    emogate(
+        &["train", "--corpus", s(&corpus), "--out", s(&sobol), "--export-only"]
+            .into_iter()
+            .chain(["--weights-from", s(&model), "--mc-samples", "8", "--noise-bank", "sobol"])
+            .collect::<Vec<_>>(),
+    );
+    let resampled = onnx::read(&sobol.join("model.onnx")).unwrap();
+    assert_eq!((resampled.mc_samples, resampled.noise.len()), (8, 8 * 256));
+    assert!(resampled.attributes == params.attributes && resampled.norm == params.norm);
+    let m = Manifest::load(&sobol).unwrap();
+    assert_eq!((m.mc_samples, m.noise_bank), (8, emogate::model::NoiseBank::Sobol));
+    assert_eq!(m.thresholds.len(), 9);
 }
 
 #[test]

@@ -97,6 +97,39 @@ pub struct ReadBack {
     pub headers: BTreeMap<String, String>,
 }
 
+/// A plain consumer (no group membership: `assign`, nothing committed) of every partition
+/// of `topics` from the beginning, seeing only committed transactional output
+/// (`read_committed`). `extra` properties are applied last.
+pub fn committed_reader(
+    brokers: &str,
+    group: &str,
+    topics: &[&str],
+    extra: &[(&str, &str)],
+) -> Result<BaseConsumer, PipelineError> {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed");
+    for (k, v) in extra {
+        config.set(*k, *v);
+    }
+    let consumer: BaseConsumer = config.create().map_err(PipelineError::kafka("create reader"))?;
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(PipelineError::kafka("reader metadata"))?;
+        for p in metadata.topics().iter().flat_map(|t| t.partitions()) {
+            tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
+                .map_err(PipelineError::kafka("assign"))?;
+        }
+    }
+    consumer.assign(&tpl).map_err(PipelineError::kafka("assign"))?;
+    Ok(consumer)
+}
+
 /// Reads every committed message of `topics` (all their partitions) from the beginning until
 /// `expected` messages were seen and nothing more arrives for `settle`, or `timeout` passes.
 /// Blocking (call it from a blocking context).
@@ -107,26 +140,7 @@ pub fn read_back(
     settle: Duration,
     timeout: Duration,
 ) -> Result<Vec<ReadBack>, PipelineError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "emogate-read-back")
-        .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
-        .create()
-        .map_err(PipelineError::kafka("create read-back consumer"))?;
-    let mut tpl = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(10))
-            .map_err(PipelineError::kafka("read-back metadata"))?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), Offset::Beginning)
-                    .map_err(PipelineError::kafka("assign"))?;
-            }
-        }
-    }
-    consumer.assign(&tpl).map_err(PipelineError::kafka("assign"))?;
+    let consumer = committed_reader(brokers, "emogate-read-back", topics, &[])?;
     let started = Instant::now();
     let mut last_message = Instant::now();
     let mut out = Vec::new();

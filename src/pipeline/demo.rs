@@ -18,6 +18,7 @@ use rdkafka::mocking::MockCluster;
 
 use super::cluster::{self, KeyedPayload, ReadBack};
 use super::error::PipelineError;
+use super::latency::{self, LatencyReport, Origin};
 use super::shutdown;
 use super::stage::{self, StageContext, StageFuture};
 use super::synthetic::{bad_messages, SyntheticFeatures};
@@ -31,6 +32,25 @@ use crate::uncertainty::threshold_for_coverage;
 
 /// Most input records the demo lets wait in the mock cluster at any time.
 const MAX_BACKLOG: u64 = 400;
+
+/// Bytes of input the demo puts in one mock partition at most when it produces everything
+/// up front: librdkafka's mock cluster keeps 5 MiB per partition and deletes older data.
+const PARTITION_BUDGET: usize = 4 << 20;
+
+/// How the demo feeds the input topic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum InputMode {
+    /// As fast as the stage consumes, while it runs (at most [`MAX_BACKLOG`] waiting), like a
+    /// live stream that is always ahead; the producer shares the process's cores with the stage.
+    Live,
+    /// Everything produced before the stage starts, so the timed section is the consuming
+    /// pipeline alone. The input topic gets enough partitions to hold it all
+    /// ([`PARTITION_BUDGET`] each).
+    Preproduced,
+    /// An open-loop producer at this many records/s once the stage has its partitions, and a
+    /// watcher of the output topics measuring per-record latency ([`super::latency`]).
+    Paced(f64),
+}
 
 /// Demo settings.
 #[derive(Debug, Clone)]
@@ -46,6 +66,13 @@ pub struct DemoOptions {
     pub seed: u64,
     /// `batch.max_records` of the infer stage.
     pub batch: usize,
+    /// `batch.max_wait_ms` of the infer stage.
+    pub max_wait_ms: u64,
+    /// ONNX Runtime intra-op threads per session (0: one per core).
+    pub intra_threads: usize,
+    pub input: InputMode,
+    /// Extra librdkafka properties for the infer stage's clients (`kafka.properties`).
+    pub properties: Vec<(String, String)>,
 }
 
 impl Default for DemoOptions {
@@ -64,6 +91,10 @@ impl Default for DemoOptions {
             coverage: 0.8,
             seed: 7,
             batch: crate::config::BatchConfig::default().max_records,
+            max_wait_ms: crate::config::BatchConfig::default().max_wait_ms,
+            intra_threads: 0,
+            input: InputMode::Live,
+            properties: Vec::new(),
         }
     }
 }
@@ -92,6 +123,8 @@ pub struct DemoSummary {
     /// The Prometheus exposition of the run's metrics at the end (what `/metrics` serves),
     /// so dashboards and alerts can be checked against what the service really exports.
     pub metrics_text: String,
+    /// Per-record latency, for [`InputMode::Paced`] runs.
+    pub latency: Option<LatencyReport>,
 }
 
 impl DemoSummary {
@@ -183,6 +216,9 @@ pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
     config.delivery.mode = options.mode;
     config.policy.coverage = options.coverage;
     config.batch.max_records = options.batch;
+    config.batch.max_wait_ms = options.max_wait_ms;
+    config.model.intra_threads = options.intra_threads;
+    config.kafka.properties.0.extend(options.properties.iter().cloned());
     config.archive.root = options.archive_root.clone();
     // Roll archive files every second so the demo's rows are on disk while it runs.
     config.archive.roll_age_ms = 1000;
@@ -217,6 +253,23 @@ pub fn warm_up_thresholds(
         .map_err(|e| PipelineError::Fatal(format!("warm-up thresholds: {e}")))
 }
 
+/// Stops the latency watcher thread when the demo returns, also on an early error (the
+/// runtime would otherwise wait for the thread's deadline when it shuts down).
+#[derive(Default)]
+struct StopOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl StopOnDrop {
+    fn stop(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// Extra stages to run next to the infer stage, built from its context.
 pub type ExtraStages = Box<dyn FnOnce(&StageContext) -> Vec<(&'static str, StageFuture)>>;
 
@@ -225,7 +278,6 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let mock = MockCluster::new(1).map_err(PipelineError::kafka("start mock cluster"))?;
     let brokers = mock.bootstrap_servers();
     let mut config = demo_config(&brokers, &options);
-    cluster::create_topics(&mock, &config.kafka.topics, options.partitions)?;
 
     let manifest = LoadedModel::load(&config.model.dir)?.manifest;
     let thresholds_origin = match manifest.thresholds_for(config.policy.coverage) {
@@ -255,6 +307,17 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let bad = bad_messages(manifest.feature_dims, options.seed);
     messages.extend(bad.iter().map(|b| (None, b.payload.clone())));
     let expected = messages.len() as u64;
+    let partitions = match options.input {
+        InputMode::Preproduced => {
+            let bytes: usize = messages.iter().map(|(_, m)| m.len()).sum();
+            options.partitions.max(bytes.div_ceil(PARTITION_BUDGET) as i32)
+        }
+        InputMode::Live | InputMode::Paced(_) => options.partitions,
+    };
+    cluster::create_topics(&mock, &config.kafka.topics, partitions)?;
+    if options.input == InputMode::Preproduced {
+        cluster::produce_all(&brokers, &config.kafka.topics.input, &messages, &[]).await?;
+    }
 
     let config = Arc::new(config);
     let metrics = Arc::new(Metrics::new()?);
@@ -273,30 +336,62 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let mut others = extra(&ctx);
     let wait_for_archive = others.iter().any(|(name, _)| *name == "archive");
     let infer_handle = tokio::spawn(infer.run());
-    // The records are produced while the stage runs, like a live stream, keeping the backlog
-    // under MAX_BACKLOG: the mock cluster keeps only 5 MB per partition (~200 records of
-    // 6,373 floats) and deletes older data, as retention would.
+    let origin = Origin::default();
+    let watch_stop = StopOnDrop::default();
+    let deadline = Duration::from_secs(120) + Duration::from_millis(20 * expected);
+    let latency_watch = match options.input {
+        InputMode::Paced(rate) => {
+            let index_of: std::collections::HashMap<Vec<u8>, usize> =
+                messages.iter().enumerate().filter_map(|(i, (key, _))| key.clone().map(|k| (k, i))).collect();
+            let (brokers, origin, stop) = (brokers.clone(), Arc::clone(&origin), Arc::clone(&watch_stop.0));
+            let topics = [config.kafka.topics.accepted.clone(), config.kafka.topics.rejected.clone()];
+            Some(tokio::task::spawn_blocking(move || {
+                let topics = [topics[0].as_str(), topics[1].as_str()];
+                let latencies =
+                    latency::watch_outputs(&brokers, &topics, &index_of, rate, &origin, &stop, deadline)?;
+                Ok::<_, PipelineError>((latencies, index_of.len()))
+            }))
+        }
+        _ => None,
+    };
     let producer = {
-        let metrics = Arc::clone(&metrics);
+        let (metrics, health) = (Arc::clone(&metrics), Arc::clone(&ctx.health));
         let brokers = brokers.clone();
         let topic = config.kafka.topics.input.clone();
+        let origin = Arc::clone(&origin);
+        let input = options.input;
         tokio::spawn(async move {
             let producer = cluster::producer(&brokers, &[])?;
-            let mut sent = 0u64;
-            for chunk in messages.chunks(100) {
-                while sent.saturating_sub(metrics.consumed_total()) > MAX_BACKLOG {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
+            match input {
+                InputMode::Preproduced => Ok(None),
+                // Produced while the stage runs, like a live stream, keeping the backlog under
+                // MAX_BACKLOG: the mock cluster keeps only 5 MB per partition (~200 records of
+                // 6,373 floats) and deletes older data, as retention would.
+                InputMode::Live => {
+                    let mut sent = 0u64;
+                    for chunk in messages.chunks(100) {
+                        while sent.saturating_sub(metrics.consumed_total()) > MAX_BACKLOG {
+                            tokio::time::sleep(Duration::from_millis(5)).await;
+                        }
+                        cluster::send_all(&producer, &topic, chunk).await?;
+                        sent += chunk.len() as u64;
+                    }
+                    Ok(None)
                 }
-                cluster::send_all(&producer, &topic, chunk).await?;
-                sent += chunk.len() as u64;
+                // The clock starts once the stage owns its partitions, so the group join is
+                // not counted as latency.
+                InputMode::Paced(rate) => {
+                    while health.readiness().is_err() {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    latency::send_paced(&producer, &topic, &messages, rate, &origin).await.map(Some)
+                }
             }
-            Ok::<(), PipelineError>(())
         })
     };
     let watcher = {
         let metrics = Arc::clone(&metrics);
         let trigger = trigger.clone();
-        let deadline = Duration::from_secs(120) + Duration::from_millis(20 * expected);
         tokio::spawn(async move {
             let t0 = Instant::now();
             while metrics.consumed_total() == 0 && t0.elapsed() < deadline {
@@ -329,7 +424,24 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let elapsed = watcher.await.map_err(|e| PipelineError::Fatal(format!("watcher failed: {e}")))?;
     let report =
         infer_handle.await.map_err(|e| PipelineError::Fatal(format!("infer stage panicked: {e}")))??;
-    producer.await.map_err(|e| PipelineError::Fatal(format!("input producer panicked: {e}")))??;
+    let achieved =
+        producer.await.map_err(|e| PipelineError::Fatal(format!("input producer panicked: {e}")))??;
+    let latency = match (latency_watch, options.input, achieved) {
+        (Some(mut watch), InputMode::Paced(rate), Some(achieved)) => {
+            // Every answer is committed by now; give the watcher time to read the last ones.
+            let joined = match tokio::time::timeout(Duration::from_secs(10), &mut watch).await {
+                Ok(joined) => joined,
+                Err(_) => {
+                    watch_stop.stop();
+                    watch.await
+                }
+            };
+            let (latencies, sent) =
+                joined.map_err(|e| PipelineError::Fatal(format!("latency watcher panicked: {e}")))??;
+            Some(LatencyReport::from_latencies(latencies, sent, rate, achieved))
+        }
+        _ => None,
+    };
     if metrics.records_out() < expected {
         return Err(PipelineError::Fatal(format!(
             "demo timed out: {} of {expected} records handled",
@@ -374,5 +486,6 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         archive_files: metrics.archive_files.get(),
         other_stages: other_outcomes,
         metrics_text: metrics.render(),
+        latency,
     })
 }

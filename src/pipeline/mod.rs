@@ -32,6 +32,7 @@ pub mod demo;
 mod error;
 mod infer;
 pub mod kafka;
+pub mod latency;
 pub mod offsets;
 pub mod produce;
 mod producer;

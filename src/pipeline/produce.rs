@@ -222,7 +222,7 @@ pub async fn produce(options: &ProduceOptions) -> Result<ProduceReport, Pipeline
         }
         sent += batch.len();
         if let Some(rate) = options.rate {
-            let due = Duration::from_secs_f64(sent as f64 / rate);
+            let due = super::latency::due(sent, rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }

@@ -13,7 +13,7 @@ use super::corpus::msp::{self, FeatureFormat};
 use super::corpus::synth::{self, Sizes, SynthConfig, Variant};
 use super::corpus::{Corpus, Split};
 use super::nets::LATENT;
-use super::serving::{self, ServingParams};
+use super::serving::{self, AttributeParams, Normalizer, ServingParams};
 use super::trainer::{self, AttributeReport, Prepared, TrainConfig};
 use super::{metrics, onnx, TrainError};
 use crate::attribute::{Attribute, PerAttribute};
@@ -62,6 +62,12 @@ pub struct TrainArgs {
     /// (e.g. again with another --mc-samples or --noise-bank), evaluate and calibrate.
     #[arg(long, conflicts_with = "attribute")]
     pub export_only: bool,
+    /// With --export-only: take the trained weights (and normalisation) from this model
+    /// directory's model.onnx instead of OUT/parts/, e.g. to re-export the committed default
+    /// model with another noise bank into a new directory. Its manifest must name the same
+    /// corpus.
+    #[arg(long, requires = "export_only")]
+    pub weights_from: Option<PathBuf>,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Monte-Carlo samples S in the exported noise bank.
@@ -127,6 +133,7 @@ pub struct CalibrateArgs {
 pub enum BankKind {
     Gaussian,
     Antithetic,
+    Sobol,
 }
 
 impl From<BankKind> for NoiseBank {
@@ -134,6 +141,7 @@ impl From<BankKind> for NoiseBank {
         match k {
             BankKind::Gaussian => NoiseBank::Gaussian,
             BankKind::Antithetic => NoiseBank::Antithetic,
+            BankKind::Sobol => NoiseBank::Sobol,
         }
     }
 }
@@ -213,7 +221,11 @@ fn command_line(args: &TrainArgs) -> String {
     }
     c += &format!(" --seed {} --mc-samples {} --noise-seed {}", args.seed, args.mc_samples, args.noise_seed);
     if args.noise_bank != BankKind::Gaussian {
-        c += " --noise-bank antithetic";
+        let kind: NoiseBank = args.noise_bank.into();
+        c += &format!(" --noise-bank {}", bank_name(kind));
+    }
+    if let Some(dir) = &args.weights_from {
+        c += &format!(" --weights-from {}", dir.display());
     }
     let opts = [
         ("--pretrain-epochs", args.pretrain_epochs.map(|v| v.to_string())),
@@ -252,6 +264,12 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
         t_load.elapsed().as_secs_f64()
     );
     let bank = serving::noise_bank(args.noise_bank.into(), args.mc_samples, args.noise_seed)?;
+    if let Some(dir) = &args.weights_from {
+        std::fs::create_dir_all(&args.out).map_err(TrainError::io(&args.out))?;
+        let (attributes, norm, infos) = weights_from(dir, &corpus_hash)?;
+        let params = ServingParams { norm, noise: bank, mc_samples: args.mc_samples, attributes };
+        return export(args, &corpus, &corpus_hash, &params, &infos);
+    }
     let parts = args.out.join("parts");
     std::fs::create_dir_all(&parts).map_err(TrainError::io(&parts))?;
     let mp = MultiProgress::new();
@@ -306,6 +324,47 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
     let params =
         ServingParams { norm: data.norm.clone(), noise: bank, mc_samples: args.mc_samples, attributes };
     export(args, &corpus, &corpus_hash, &params, &infos)
+}
+
+/// Trained layers of the three attributes.
+type Layers = PerAttribute<AttributeParams>;
+
+/// Layers, normalisation and per-attribute provenance of an exported model, for
+/// `--export-only --weights-from DIR`: the committed model has no `parts/`, and retraining
+/// it only to change the noise bank would take most of an hour.
+fn weights_from(
+    dir: &Path,
+    corpus_hash: &str,
+) -> Result<(Layers, Normalizer, BTreeMap<String, PartInfo>), TrainError> {
+    let manifest = Manifest::load(dir).map_err(|e| TrainError::Config(e.to_string()))?;
+    if manifest.training.corpus_hash != corpus_hash {
+        return Err(TrainError::Config(format!(
+            "{} was trained on another corpus ({}); give the corpus it names",
+            dir.display(),
+            manifest.training.corpus_id
+        )));
+    }
+    let served = onnx::read(&dir.join(MODEL_FILE))?;
+    let training = manifest.metrics.get("training");
+    let infos = Attribute::ALL
+        .into_iter()
+        .map(|a| {
+            let info = PartInfo {
+                corpus_hash: corpus_hash.to_string(),
+                command: manifest.training.command.clone().unwrap_or_default(),
+                noise_seed: 0,
+                report: training.and_then(|t| t.get(a.as_str())).cloned().unwrap_or_default(),
+                config: manifest.training.hyperparameters.get(a.as_str()).cloned().unwrap_or_default(),
+            };
+            (a.as_str().to_string(), info)
+        })
+        .collect();
+    Ok((served.attributes, served.norm, infos))
+}
+
+/// The `--noise-bank` value (and manifest spelling) of a bank kind.
+fn bank_name(kind: NoiseBank) -> String {
+    format!("{kind:?}").to_lowercase()
 }
 
 fn print_throughput(a: Attribute, r: &AttributeReport) {
@@ -370,7 +429,7 @@ fn export(
     let model_path = args.out.join(MODEL_FILE);
     let meta = [
         ("emogate.mc_samples", params.mc_samples.to_string()),
-        ("emogate.noise_bank", format!("{kind:?}").to_lowercase()),
+        ("emogate.noise_bank", bank_name(kind)),
         ("emogate.noise_seed", args.noise_seed.to_string()),
         ("emogate.corpus", corpus.meta.id.clone()),
     ];
