@@ -15,7 +15,7 @@ use crate::attribute::{Attribute, PerAttribute};
 use crate::model::manifest::{Manifest, MODEL_FILE};
 use crate::model::NoiseBank;
 use crate::train::calibrate;
-use crate::train::cli::{load_corpus, now_rfc3339};
+use crate::train::cli::{load_corpus, now_rfc3339, EpochArgs};
 use crate::train::corpus::{Corpus, Split};
 use crate::train::serving::{self, Normalizer};
 use crate::train::trainer::{self, Prepared, SplitData, TrainConfig};
@@ -59,15 +59,10 @@ pub struct EvaluateOptions {
     /// Seconds-scale run for tests: the quick trainer schedule, 2 trials unless --trials.
     #[arg(long)]
     pub quick: bool,
-    /// Pre-training epochs of the VAE family in each trial (default: the trainer's).
-    #[arg(long)]
-    pub pretrain_epochs: Option<usize>,
-    /// Joint epochs of the VAE family in each trial.
-    #[arg(long)]
-    pub joint_epochs: Option<usize>,
-    /// Epochs of the MCD DNNs and the cross-corpus STL regressors.
-    #[arg(long)]
-    pub stl_epochs: Option<usize>,
+    /// Epochs per phase of every method in each trial (default: the trainer's schedule);
+    /// `--stl-epochs` also sets the MCD DNNs' and the cross-corpus STL regressors'.
+    #[command(flatten)]
+    pub epochs: EpochArgs,
     /// Skip the PNG figures.
     #[arg(long)]
     pub no_plots: bool,
@@ -75,11 +70,7 @@ pub struct EvaluateOptions {
 
 impl EvaluateOptions {
     fn train_config(&self, seed: u64) -> TrainConfig {
-        let mut c = if self.quick { TrainConfig::quick(seed) } else { TrainConfig::standard(seed) };
-        c.pretrain_epochs = self.pretrain_epochs.unwrap_or(c.pretrain_epochs);
-        c.joint_epochs = self.joint_epochs.unwrap_or(c.joint_epochs);
-        c.stl_epochs = self.stl_epochs.unwrap_or(c.stl_epochs);
-        c
+        self.epochs.schedule(self.quick, seed)
     }
 
     fn methods(&self) -> Result<Vec<Method>, EvalError> {
@@ -109,11 +100,7 @@ impl EvaluateOptions {
         if let Some(x) = &self.cross_corpus {
             c += &format!(" --cross-corpus {}", x.display());
         }
-        for (flag, v) in [
-            ("--pretrain-epochs", self.pretrain_epochs),
-            ("--joint-epochs", self.joint_epochs),
-            ("--stl-epochs", self.stl_epochs),
-        ] {
+        for (flag, v) in self.epochs.flags() {
             if let Some(v) = v {
                 c += &format!(" {flag} {v}");
             }

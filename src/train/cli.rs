@@ -78,12 +78,8 @@ pub struct TrainArgs {
     /// Seed of the noise bank (recorded in the manifest).
     #[arg(long, default_value_t = 2020)]
     pub noise_seed: u64,
-    #[arg(long)]
-    pub pretrain_epochs: Option<usize>,
-    #[arg(long)]
-    pub joint_epochs: Option<usize>,
-    #[arg(long)]
-    pub stl_epochs: Option<usize>,
+    #[command(flatten)]
+    pub epochs: EpochArgs,
     #[arg(long)]
     pub batch: Option<usize>,
     /// Eq. (3) weight of NLL_VAE.
@@ -112,6 +108,40 @@ pub struct TrainArgs {
     pub id: String,
     #[arg(long, default_value = "1")]
     pub version: String,
+}
+
+/// Epoch counts that override a schedule (`emogate train` and `emogate evaluate` share them).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct EpochArgs {
+    /// Epochs of phase 1 (VAE pre-training on the unlabeled pool).
+    #[arg(long)]
+    pub pretrain_epochs: Option<usize>,
+    /// Epochs of phase 2 (joint VAE-ER).
+    #[arg(long)]
+    pub joint_epochs: Option<usize>,
+    /// Epochs of the STL regressors (and of evaluate's MCD DNNs).
+    #[arg(long)]
+    pub stl_epochs: Option<usize>,
+}
+
+impl EpochArgs {
+    /// The quick or standard schedule for `seed` with these epoch counts applied.
+    pub fn schedule(&self, quick: bool, seed: u64) -> TrainConfig {
+        let mut c = if quick { TrainConfig::quick(seed) } else { TrainConfig::standard(seed) };
+        c.pretrain_epochs = self.pretrain_epochs.unwrap_or(c.pretrain_epochs);
+        c.joint_epochs = self.joint_epochs.unwrap_or(c.joint_epochs);
+        c.stl_epochs = self.stl_epochs.unwrap_or(c.stl_epochs);
+        c
+    }
+
+    /// The flags as given, for recorded command lines.
+    pub fn flags(&self) -> [(&'static str, Option<String>); 3] {
+        [
+            ("--pretrain-epochs", self.pretrain_epochs.map(|v| v.to_string())),
+            ("--joint-epochs", self.joint_epochs.map(|v| v.to_string())),
+            ("--stl-epochs", self.stl_epochs.map(|v| v.to_string())),
+        ]
+    }
 }
 
 /// `emogate calibrate`
@@ -175,10 +205,7 @@ pub fn load_corpus(dir: &Path) -> Result<(Corpus, String), TrainError> {
 }
 
 fn config_from(args: &TrainArgs) -> TrainConfig {
-    let mut c = if args.quick { TrainConfig::quick(args.seed) } else { TrainConfig::standard(args.seed) };
-    c.pretrain_epochs = args.pretrain_epochs.unwrap_or(c.pretrain_epochs);
-    c.joint_epochs = args.joint_epochs.unwrap_or(c.joint_epochs);
-    c.stl_epochs = args.stl_epochs.unwrap_or(c.stl_epochs);
+    let mut c = args.epochs.schedule(args.quick, args.seed);
     c.batch = args.batch.unwrap_or(c.batch).max(2);
     c.alpha = args.alpha.unwrap_or(c.alpha);
     c.beta = args.beta.unwrap_or(c.beta);
@@ -227,10 +254,7 @@ fn command_line(args: &TrainArgs) -> String {
     if let Some(dir) = &args.weights_from {
         c += &format!(" --weights-from {}", dir.display());
     }
-    let opts = [
-        ("--pretrain-epochs", args.pretrain_epochs.map(|v| v.to_string())),
-        ("--joint-epochs", args.joint_epochs.map(|v| v.to_string())),
-        ("--stl-epochs", args.stl_epochs.map(|v| v.to_string())),
+    let opts = args.epochs.flags().into_iter().chain([
         ("--batch", args.batch.map(|v| v.to_string())),
         ("--alpha", args.alpha.map(|v| v.to_string())),
         ("--beta", args.beta.map(|v| v.to_string())),
@@ -238,7 +262,7 @@ fn command_line(args: &TrainArgs) -> String {
         ("--mc-train", args.mc_train.map(|v| v.to_string())),
         ("--dropout-valence", args.dropout_valence.map(|v| v.to_string())),
         ("--dropout-arousal-dominance", args.dropout_arousal_dominance.map(|v| v.to_string())),
-    ];
+    ]);
     for (flag, v) in opts {
         if let Some(v) = v {
             c += &format!(" {flag} {v}");
