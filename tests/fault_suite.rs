@@ -268,14 +268,15 @@ async fn broker_sigkill_and_restart_service_waits_and_loses_nothing() {
     assert!(status.success(), "graceful stop: {status}\n{}", serve.log_text());
 }
 
-/// A backlog of input far larger than the bound, consumed by a process whose model is the
+/// A backlog of input far larger than the bound, drained by one process whose model is the
 /// bottleneck (one inference thread): the consumer pauses when `batch.max_in_flight` batches
-/// are taken and librdkafka's prefetch is capped (`queued.max.messages.kbytes`), so the RSS
-/// stays under the bound while most of the backlog is still waiting.
+/// are taken and librdkafka's prefetch is capped (`queued.max.messages.kbytes`, set here to
+/// 16 MiB), so the RSS — sampled every 100 ms from `/proc/PID/status` until the whole backlog
+/// is answered — stays under a bound that does not depend on the backlog's size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow fault suite: make test-slow"]
 async fn rss_stays_bounded_under_a_large_backlog() {
-    const BOUND_MIB: u64 = 256;
+    const BOUND_MIB: u64 = 192;
     let broker = Broker::start();
     let dir = tempfile::tempdir().unwrap();
     let topics = unique_topics("f-rss");
@@ -288,29 +289,28 @@ async fn rss_stays_bounded_under_a_large_backlog() {
     config.batch.max_records = 64;
     config.batch.max_in_flight = 2;
     config.model.workers = 1;
+    config.kafka.properties.0.insert("queued.max.messages.kbytes".into(), "16384".into());
 
     let mut serve = Serve::start(&config, "infer", dir.path(), "serve");
     let t0 = Instant::now();
-    let mut peak_kib = 0;
-    let mut samples = 0;
-    while t0.elapsed() < Duration::from_secs(30) {
+    let (mut peak_kib, mut samples) = (0, 0);
+    while serve.records_out() < messages.len() as u64 {
         serve.assert_running();
+        assert!(t0.elapsed() < TIMEOUT * 2, "backlog not drained: {} answered", serve.records_out());
         peak_kib = peak_kib.max(serve.rss_kib());
         samples += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
-    let consumed = serve.metric("emogate_records_consumed_total") as usize;
-    let answered = serve.records_out();
     let peak_mib = peak_kib >> 10;
     println!(
         "FAULT-SUMMARY rss_stays_bounded_under_a_large_backlog: backlog={} records ({backlog_mib} MiB) \
-         bound={BOUND_MIB} MiB peak_rss={peak_mib} MiB over {samples} samples in 30 s, consumed={consumed} answered={answered}",
-        messages.len()
+         bound={BOUND_MIB} MiB peak_rss={peak_mib} MiB over {samples} samples, drained in {:.0} s",
+        messages.len(),
+        t0.elapsed().as_secs_f64()
     );
     assert!(backlog_mib >= 2 * BOUND_MIB, "the backlog must dwarf the bound: {backlog_mib} MiB");
-    assert!(answered > 0, "the service made no progress");
-    assert!(consumed < messages.len() / 2, "most of the backlog must still be waiting: consumed {consumed}");
     assert!(peak_mib < BOUND_MIB, "RSS peaked at {peak_mib} MiB (bound {BOUND_MIB} MiB)");
+    assert!(serve.terminate(Duration::from_secs(60)).success());
 }
 
 /// The archive root cannot be created (its parent is a regular file, which fails for root
