@@ -28,11 +28,10 @@ use serde_json::Value;
 
 const TIMEOUT: Duration = Duration::from_secs(180);
 
-/// Config for a service process: the shared test config, telemetry on (the harness picks the
-/// port), and an archive under `dir` that rolls files quickly.
+/// Config for a service process: the shared test config (the harness turns telemetry on at a
+/// 127.0.0.1 port), and an archive under `dir` that rolls files quickly.
 fn serve_config(brokers: &str, topics: &TopicsConfig, tag: &str, mode: DeliveryMode, dir: &Path) -> Config {
     let mut c = test_config(brokers, topics, &format!("g-{tag}"), mode);
-    c.telemetry.listen = Some("127.0.0.1:0".parse().unwrap());
     c.batch.max_records = 8;
     c.archive.root = dir.join("archive");
     c.archive.roll_rows = 50;

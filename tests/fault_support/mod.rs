@@ -55,15 +55,14 @@ pub struct Serve {
 
 impl Serve {
     /// Writes `config` to `dir/name.toml` and starts `emogate serve --stage stage` on it, its
-    /// output going to `dir/name.log`. Telemetry listens on a fresh 127.0.0.1 port unless the
-    /// config turned it off.
+    /// output going to `dir/name.log`. Telemetry always listens on a fresh 127.0.0.1 port: a
+    /// `None` would not survive the TOML file (the key is left out and the default
+    /// `0.0.0.0:9464` applies).
     pub fn start(config: &Config, stage: &str, dir: &Path, name: &str) -> Serve {
         let mut config = config.clone();
-        let http = config.telemetry.listen.map(|_| {
-            let addr = format!("127.0.0.1:{}", free_port());
-            config.telemetry.listen = Some(addr.parse().unwrap());
-            addr
-        });
+        let addr = format!("127.0.0.1:{}", free_port());
+        config.telemetry.listen = Some(addr.parse().unwrap());
+        let http = Some(addr);
         let path = dir.join(format!("{name}.toml"));
         std::fs::write(&path, toml::to_string(&config).expect("config as TOML")).unwrap();
         let log = dir.join(format!("{name}.log"));
