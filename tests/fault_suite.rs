@@ -19,6 +19,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use emogate::config::{Config, DeliveryMode, TopicsConfig};
+use emogate::pipeline::cluster::KeyedPayload;
 use fault_support::{wait_readyz, wait_until, PersistentBroker, Serve};
 use pipeline_support::{input_messages, python_read_back, test_config, unique_topics, Broker};
 use rdkafka::config::ClientConfig;
@@ -112,6 +113,22 @@ fn archive_committed(brokers: &str, config: &Config) -> Vec<Option<i64>> {
         .collect()
 }
 
+/// A broker (Tansu, or `EMOGATE_TEST_BROKERS`), a work directory, fresh topics, and `good`
+/// synthetic inputs plus one of each bad kind already produced to the input topic.
+async fn with_backlog(
+    tag: &str,
+    good: usize,
+    seed: u64,
+) -> (Broker, tempfile::TempDir, TopicsConfig, Vec<KeyedPayload>) {
+    let broker = Broker::start();
+    let dir = tempfile::tempdir().unwrap();
+    let topics = unique_topics(tag);
+    broker.create_topics(&topics).await;
+    let (messages, _bad) = input_messages(good, seed);
+    broker.produce(&topics.input, &messages).await;
+    (broker, dir, topics, messages)
+}
+
 /// What [`kill_serve_and_restart`] found.
 struct KillOutcome {
     /// The independent Kafka read-back after the restart.
@@ -127,15 +144,11 @@ struct KillOutcome {
 }
 
 /// SIGKILL of `emogate serve --stage both` after a quarter of the inputs were answered, then a
-/// second process in the same groups until every input is answered and archived.
-async fn kill_serve_and_restart(mode: DeliveryMode, tag: &str) -> KillOutcome {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let topics = unique_topics(tag);
-    broker.create_topics(&topics).await;
+/// second process in the same groups until every input is answered and archived; checks and
+/// prints the outcome as `test`.
+async fn kill_serve_and_restart(mode: DeliveryMode, tag: &str, test: &str) {
     let good = 400;
-    let (messages, _bad) = input_messages(good, 31);
-    broker.produce(&topics.input, &messages).await;
+    let (broker, dir, topics, messages) = with_backlog(tag, good, 31).await;
     let mut config = serve_config(&broker.brokers, &topics, tag, mode, dir.path());
     config.kafka.transactional_id = Some(format!("{}-txn", topics.input));
 
@@ -155,7 +168,8 @@ async fn kill_serve_and_restart(mode: DeliveryMode, tag: &str) -> KillOutcome {
     let status = second.terminate(Duration::from_secs(60));
     assert!(status.success(), "graceful stop after the restart: {status}\n{}", second.log_text());
     let (rows, ids) = archive_rows(&root);
-    KillOutcome { topics: v, rows, ids, sent: messages.len(), good, answered_before_kill }
+    let outcome = KillOutcome { topics: v, rows, ids, sent: messages.len(), good, answered_before_kill };
+    report_kill_serve(test, mode, &outcome);
 }
 
 /// Checks and prints what [`kill_serve_and_restart`] found; duplicates allowed only in
@@ -188,9 +202,12 @@ fn report_kill_serve(test: &str, mode: DeliveryMode, o: &KillOutcome) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow fault suite: make test-slow"]
 async fn serve_sigkill_mid_stream_at_least_once_no_gaps() {
-    let mode = DeliveryMode::AtLeastOnce;
-    let outcome = kill_serve_and_restart(mode, "f-kill-alo").await;
-    report_kill_serve("serve_sigkill_mid_stream_at_least_once_no_gaps", mode, &outcome);
+    kill_serve_and_restart(
+        DeliveryMode::AtLeastOnce,
+        "f-kill-alo",
+        "serve_sigkill_mid_stream_at_least_once_no_gaps",
+    )
+    .await;
 }
 
 /// Exactly-once: the killed process's open transaction is aborted when the restarted one
@@ -203,9 +220,8 @@ async fn serve_sigkill_mid_stream_exactly_once_each_input_once() {
         std::env::var("EMOGATE_TEST_BROKERS").is_ok_and(|b| !b.trim().is_empty()),
         "set EMOGATE_TEST_BROKERS to a Kafka cluster with correct transaction semantics"
     );
-    let mode = DeliveryMode::ExactlyOnce;
-    let outcome = kill_serve_and_restart(mode, "f-kill-eos").await;
-    report_kill_serve("serve_sigkill_mid_stream_exactly_once_each_input_once", mode, &outcome);
+    let test = "serve_sigkill_mid_stream_exactly_once_each_input_once";
+    kill_serve_and_restart(DeliveryMode::ExactlyOnce, "f-kill-eos", test).await;
 }
 
 /// SIGKILL of the broker mid-stream and a restart on the same port with the same (S3)
@@ -273,14 +289,9 @@ async fn broker_sigkill_and_restart_service_waits_and_loses_nothing() {
 #[ignore = "slow fault suite: make test-slow"]
 async fn rss_stays_bounded_under_a_large_backlog() {
     const BOUND_MIB: u64 = 192;
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let topics = unique_topics("f-rss");
-    broker.create_topics(&topics).await;
     let good = 16_000;
-    let (messages, _bad) = input_messages(good, 34);
+    let (broker, dir, topics, messages) = with_backlog("f-rss", good, 34).await;
     let backlog_mib = messages.iter().map(|(_, v)| v.len()).sum::<usize>() as u64 >> 20;
-    broker.produce(&topics.input, &messages).await;
     let mut config = serve_config(&broker.brokers, &topics, "f-rss", DeliveryMode::AtLeastOnce, dir.path());
     config.batch.max_records = 64;
     config.batch.max_in_flight = 2;
@@ -316,13 +327,8 @@ async fn rss_stays_bounded_under_a_large_backlog() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "slow fault suite: make test-slow"]
 async fn unwritable_archive_stops_committing_and_resumes_when_fixed() {
-    let broker = Broker::start();
-    let dir = tempfile::tempdir().unwrap();
-    let topics = unique_topics("f-archive");
-    broker.create_topics(&topics).await;
     let good = 120;
-    let (messages, _bad) = input_messages(good, 35);
-    broker.produce(&topics.input, &messages).await;
+    let (broker, dir, topics, _) = with_backlog("f-archive", good, 35).await;
     let blocker = dir.path().join("blocker");
     std::fs::write(&blocker, b"a file where the archive's parent directory should be").unwrap();
     let mut config =
