@@ -77,13 +77,19 @@ test: deps
 test-deploy: $(PY_STAMP)
 	$(PY) scripts/test_deploy.py
 
-## test-slow: `make test`, plus (with EMOGATE_TEST_BROKERS=host:port naming a Kafka cluster) the
-## pipeline tests that need a broker hiding aborted transactions, which Tansu 0.6 does not
+## test-slow: `make test`, plus the fault suite (tests/fault_suite.rs, docs/reliability.md): `emogate
+## serve` as a child process against Tansu on 127.0.0.1 — SIGKILL of the service and of the broker,
+## a large backlog, an unwritable archive — bounded by FAULT_TIMEOUT seconds. With
+## EMOGATE_TEST_BROKERS=host:port naming a Kafka cluster, also the tests that need a broker hiding
+## aborted transactions (Tansu 0.6 does not): pipeline_broker's ignored test and the exactly-once kill.
+FAULT_TIMEOUT ?= 900
+FAULT_SKIP := $(if $(strip $(EMOGATE_TEST_BROKERS)),,--skip serve_sigkill_mid_stream_exactly_once_each_input_once)
 test-slow: test
+	timeout $(FAULT_TIMEOUT) cargo test $(TEST_FLAGS) --test fault_suite -- --ignored --nocapture --test-threads 1 $(FAULT_SKIP)
 ifdef EMOGATE_TEST_BROKERS
 	cargo test $(TEST_FLAGS) --test pipeline_broker -- --include-ignored
 else
-	@echo "test-slow: set EMOGATE_TEST_BROKERS=host:port to run the ignored pipeline_broker tests against a Kafka cluster"
+	@echo "test-slow: set EMOGATE_TEST_BROKERS=host:port to run the exactly-once tests that need a Kafka cluster"
 endif
 
 ## bench: criterion benchmarks

@@ -235,6 +235,58 @@ fn too_large() {
     assert_eq!(reason(&long_feature_set), "too_large");
 }
 
+/// Declared sizes far beyond the message — a string length or an array block count of 2^62,
+/// a negative block count with a 2^62-byte block size — are refused from the prefix alone:
+/// a typed error at once, never an allocation or a read loop of the declared size. (`too_large`
+/// above covers 2^40; random mutations rarely produce such varints.)
+#[test]
+fn huge_declared_lengths_fail_fast_with_typed_errors() {
+    const HUGE: i64 = 1 << 62;
+    let long = |v: i64| {
+        let mut b = Vec::new();
+        write_long(v, &mut b);
+        b
+    };
+    let features_block = |count: i64, byte_size: Option<i64>| {
+        raw_with_tail(|b| {
+            write_long(0, b);
+            write_string("is13", b);
+            write_long(count, b);
+            if let Some(size) = byte_size {
+                write_long(size, b);
+            }
+        })
+    };
+    let feature_cases: [(&str, Vec<u8>, &str); 5] = [
+        ("utterance_id length 2^62", long(HUGE), "too_large"),
+        ("utterance_id length i64::MAX", long(i64::MAX), "too_large"),
+        (
+            "feature_set length 2^62",
+            raw_with_tail(|b| b.extend(long(0).into_iter().chain(long(HUGE)))),
+            "too_large",
+        ),
+        ("features block of 2^62 items", features_block(HUGE, None), "truncated"),
+        ("features block of -2^62 items, 2^62 bytes", features_block(-HUGE, Some(HUGE)), "malformed"),
+    ];
+    for (what, bytes, expected) in feature_cases {
+        let t0 = std::time::Instant::now();
+        assert_eq!(reason(&bytes), expected, "{what}");
+        assert!(t0.elapsed() < std::time::Duration::from_millis(50), "{what} took {:?}", t0.elapsed());
+    }
+}
+
+/// Framing magic that is neither Confluent (`0x00`) nor single-object (`0xC3 0x01`) is read
+/// as a raw datum whose first length is negative: `malformed`, never a panic or a guess.
+#[test]
+fn wrong_magic_is_a_typed_error() {
+    let mut bytes = encoded(&record(), Framing::SingleObject);
+    for magic in [[0xC3, 0x02], [0xC3, 0x00], [0xC3, 0xFF]] {
+        bytes[..2].copy_from_slice(&magic);
+        assert_eq!(reason(&bytes), "malformed", "magic {magic:02x?}");
+        assert_eq!(prediction_reason(&bytes), "malformed", "magic {magic:02x?}");
+    }
+}
+
 #[test]
 fn the_helper_prediction_is_valid_when_the_distribution_is() {
     // Guards the crafted-bytes helper above: with 7 items it must decode.

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::TopicPartitionList;
@@ -55,6 +55,12 @@ pub fn consumer_config(config: &Config, group: &str) -> ClientConfig {
 }
 
 /// The infer stage's producer: idempotent always; transactional in exactly-once mode.
+///
+/// `message.timeout.ms` defaults to `delivery.commit_timeout_ms` (which validation keeps at
+/// most the transaction timeout): librdkafka's own default of 5 minutes would keep a batch's delivery reports
+/// pending that long after a broker restart, holding its in-flight permit while nothing moves
+/// (found by the fault suite's broker-restart test). A delivery that times out fails the batch,
+/// which is rewound and re-read — never lost. `kafka.properties` may still override it.
 pub fn producer_config(config: &Config) -> ClientConfig {
     let mut c = base_config(config);
     c.set("enable.idempotence", "true").set("linger.ms", "5").set("compression.type", "zstd");
@@ -62,6 +68,7 @@ pub fn producer_config(config: &Config) -> ClientConfig {
         c.set("transactional.id", config.transactional_id())
             .set("transaction.timeout.ms", config.delivery.transaction_timeout_ms.to_string());
     }
+    c.set("message.timeout.ms", config.delivery.commit_timeout_ms.to_string());
     apply_properties(c, config)
 }
 
@@ -143,6 +150,12 @@ pub struct InferContext {
     /// Partitions revoked since the source last looked (it drops their held records).
     pub(crate) revoked: Mutex<Vec<i32>>,
     pub(crate) revoked_flag: AtomicBool,
+    /// Whether the source wants its assignment paused (backpressure). librdkafka keeps a
+    /// partition's pause flag across a revoke and re-assign, so a partition paused before a
+    /// rebalance would stay paused for good once the source resumed an (empty) assignment in
+    /// between — the stall the fault suite's broker-restart test found. Each new assignment is
+    /// therefore set to this state when it arrives.
+    pub(crate) paused: AtomicBool,
 }
 
 impl InferContext {
@@ -208,10 +221,15 @@ impl ConsumerContext for InferContext {
         tracing::info!(partitions = ?partitions, "partitions revoked");
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let partitions = self.partitions_of(tpl);
+                let paused = self.paused.load(Ordering::Acquire);
+                let result = if paused { consumer.pause(tpl) } else { consumer.resume(tpl) };
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, paused, "cannot set the pause state of the new assignment");
+                }
                 self.health.assigned_partitions.fetch_add(partitions.len() as i64, Ordering::Relaxed);
                 self.health.broker_reachable.store(true, Ordering::Relaxed);
                 tracing::info!(partitions = ?partitions, "partitions assigned");

@@ -164,6 +164,7 @@ impl InferStage {
             revoke_wait: config.shutdown.drain_deadline(),
             revoked: Mutex::new(Vec::new()),
             revoked_flag: AtomicBool::new(false),
+            paused: AtomicBool::new(false),
         };
         let consumer: StreamConsumer<InferContext> = kafka::consumer_config(config, &config.kafka.group_id)
             .create_with_context(context)

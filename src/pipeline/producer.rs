@@ -20,7 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
 use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
@@ -115,7 +115,7 @@ impl Sink {
     async fn deliver(&mut self, epoch: u64, id: u64, outputs: &[Output]) -> Result<(), BatchFailure> {
         match self.mode {
             DeliveryMode::AtLeastOnce => {
-                self.produce_all(outputs).await.map_err(BatchFailure::Retry)?;
+                self.produce_all(outputs).await?;
                 let commit = {
                     let mut book = self.book.lock();
                     if !book.is_current(epoch, id) {
@@ -151,7 +151,7 @@ impl Sink {
         };
         self.producer.begin_transaction().map_err(classify)?;
         let result: Result<(), BatchFailure> = async {
-            self.produce_all(outputs).await.map_err(BatchFailure::Retry)?;
+            self.produce_all(outputs).await?;
             let offsets = {
                 let book = self.book.lock();
                 if !book.is_current(epoch, id) {
@@ -191,7 +191,13 @@ impl Sink {
     }
 
     /// Sends every output and waits for all delivery reports; the first error wins.
-    async fn produce_all(&self, outputs: &[Output]) -> Result<(), String> {
+    ///
+    /// A failed delivery is retried (rewind and re-read) unless the producer can never
+    /// deliver again: fenced (`ProducerFenced`, which a restarted Tansu also answers to an
+    /// idempotent producer) or holding a librdkafka fatal error. Retrying those would spin
+    /// forever, so the stage stops with the reason and a restarted process (new producer)
+    /// continues from the committed offsets.
+    async fn produce_all(&self, outputs: &[Output]) -> Result<(), BatchFailure> {
         let sends = outputs.iter().map(|o| {
             let mut headers = OwnedHeaders::new_with_capacity(o.headers.len());
             for (key, value) in &o.headers {
@@ -205,12 +211,21 @@ impl Sink {
         });
         for (result, output) in join_all(sends).await.into_iter().zip(outputs) {
             if let Err((e, _)) = result {
-                return Err(format!(
+                let reason = format!(
                     "delivery to {} for input {}/{} failed: {e}",
                     output.topic(&self.topics),
                     output.position.partition,
                     output.position.offset
-                ));
+                );
+                if e.rdkafka_error_code() == Some(RDKafkaErrorCode::ProducerFenced) {
+                    return Err(BatchFailure::Fatal(reason));
+                }
+                return Err(match self.producer.client().fatal_error() {
+                    Some((code, fatal)) => {
+                        BatchFailure::Fatal(format!("{reason}; fatal producer error {code:?}: {fatal}"))
+                    }
+                    None => BatchFailure::Retry(reason),
+                });
             }
         }
         Ok(())

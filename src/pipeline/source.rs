@@ -226,6 +226,7 @@ impl Source {
 
     /// Pauses or resumes the current assignment; returns its partitions.
     fn set_paused(&self, paused: bool) -> Vec<i32> {
+        self.consumer.context().paused.store(paused, std::sync::atomic::Ordering::Release);
         let assignment = match self.consumer.assignment() {
             Ok(a) => a,
             Err(e) => {

@@ -214,6 +214,11 @@ impl Broker {
         Broker::tansu()
     }
 
+    /// A handle on brokers this value does not own (nothing is killed on drop).
+    pub fn at(brokers: &str) -> Broker {
+        Broker { brokers: brokers.to_string(), child: None }
+    }
+
     /// True when the tests run against an external cluster.
     pub fn is_external(&self) -> bool {
         self.child.is_none()
