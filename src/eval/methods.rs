@@ -205,6 +205,9 @@ fn mcd_scores(
     Ok(out)
 }
 
+/// Scores rows `[n, dims]` with a trained method: (features, dropout stream, share the MCD first layer).
+type Scorer<'a> = dyn FnMut(&[f32], &mut Dropout, bool) -> Result<Vec<f32>, TrainError> + 'a;
+
 /// Everything one method's run needs.
 pub struct MethodInputs<'a> {
     pub data: &'a Prepared,
@@ -251,35 +254,34 @@ pub fn run_method(method: Method, inp: &MethodInputs<'_>) -> Result<MethodOutput
             false,
             inp.cfg.seed.wrapping_mul(31).wrapping_add(a.index() as u64),
         );
-        let mut score: Box<dyn FnMut(&[f32], &mut Dropout, bool) -> Result<Vec<f32>, TrainError>> =
-            match method {
-                Method::Mcd | Method::McdSoft | Method::McdMtl => {
-                    let (net, th) = train_mcd(method, inp, a)?;
-                    parameters = net.parameter_count();
-                    at_inference = parameters;
-                    training.add_all(&th);
-                    let k = inp.mc_samples;
-                    Box::new(move |x, drop, share| mcd_scores(&net, x, d, k, method.score(), drop, share))
-                }
-                _ => {
-                    let cfg = vae_config(method, inp.cfg);
-                    let run = trainer::train_vae_er(inp.data, a, &cfg, inp.bank, inp.mp)?;
-                    parameters = run.net.parameter_count();
-                    at_inference = parameters - decoder_count(&run.net);
-                    training.add_all(&run.joint);
-                    let bank = match method {
-                        Method::OneMcSample => &inp.bank[..LATENT],
-                        _ => &inp.bank[..inp.mc_samples.min(inp.bank.len() / LATENT) * LATENT],
-                    };
-                    let latent = match method {
-                        Method::NoVae => Latent::Mean,
-                        Method::AeMcd => Latent::MeanDropout(inp.mc_samples),
-                        _ => Latent::Bank(bank),
-                    };
-                    let net = run.net;
-                    Box::new(move |x, drop, _| vae_scores(&net, x, d, latent, method.score(), drop))
-                }
-            };
+        let mut score: Box<Scorer<'_>> = match method {
+            Method::Mcd | Method::McdSoft | Method::McdMtl => {
+                let (net, th) = train_mcd(method, inp, a)?;
+                parameters = net.parameter_count();
+                at_inference = parameters;
+                training.add_all(&th);
+                let k = inp.mc_samples;
+                Box::new(move |x, drop, share| mcd_scores(&net, x, d, k, method.score(), drop, share))
+            }
+            _ => {
+                let cfg = vae_config(method, inp.cfg);
+                let run = trainer::train_vae_er(inp.data, a, &cfg, inp.bank, inp.mp)?;
+                parameters = run.net.parameter_count();
+                at_inference = parameters - decoder_count(&run.net);
+                training.add_all(&run.joint);
+                let bank = match method {
+                    Method::OneMcSample => &inp.bank[..LATENT],
+                    _ => &inp.bank[..inp.mc_samples.min(inp.bank.len() / LATENT) * LATENT],
+                };
+                let latent = match method {
+                    Method::NoVae => Latent::Mean,
+                    Method::AeMcd => Latent::MeanDropout(inp.mc_samples),
+                    _ => Latent::Bank(bank),
+                };
+                let net = run.net;
+                Box::new(move |x, drop, _| vae_scores(&net, x, d, latent, method.score(), drop))
+            }
+        };
         let t0 = Instant::now();
         test[a] = score(inp.test_x, &mut drop, true)?;
         seconds += t0.elapsed().as_secs_f64();

@@ -2,7 +2,7 @@
 //! cross-corpus folds (Sec. V-D), and the trials that train every method for Tables I–III.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use indicatif::MultiProgress;
@@ -153,7 +153,7 @@ impl CrossData {
 
 /// Trains the cross corpus' STL regressors per fold: fold k tests speakers 2k and 2k+1 (of the
 /// sorted speaker list), the next speaker is its dev split, the rest train it.
-fn cross_corpus_folds(path: &PathBuf, cfg: &TrainConfig, mp: &MultiProgress) -> Result<CrossData, EvalError> {
+fn cross_corpus_folds(path: &Path, cfg: &TrainConfig, mp: &MultiProgress) -> Result<CrossData, EvalError> {
     let (corpus, sha256) = load_corpus(path)?;
     let rows: Vec<usize> = (0..corpus.utterances.len()).collect();
     let speakers: Vec<String> =

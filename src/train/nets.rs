@@ -375,7 +375,7 @@ impl McdDnn {
     }
 
     /// Hidden layers from `first` on (tanh, then dropout when given), then the heads.
-    fn from_layer(&self, h: Tensor, first: usize, mut drop: Option<&mut Dropout>) -> Result<Heads> {
+    fn run_from_layer(&self, h: Tensor, first: usize, mut drop: Option<&mut Dropout>) -> Result<Heads> {
         let mut h = h;
         for layer in &self.hidden[first..] {
             h = layer.forward(&h)?.tanh()?;
@@ -395,7 +395,7 @@ impl McdDnn {
 
     /// One pass over `x: [B, dims]` (dropout when given).
     pub fn forward(&self, x: &Tensor, drop: Option<&mut Dropout>) -> Result<Heads> {
-        self.from_layer(x.clone(), 0, drop)
+        self.run_from_layer(x.clone(), 0, drop)
     }
 
     /// `k` dropout passes per row, rows `[B·k]` in row-major (row, pass) order. Dropout acts
@@ -416,9 +416,9 @@ impl McdDnn {
         if share_first_layer {
             let mut h = self.hidden[0].forward(x)?.tanh()?;
             h = drop.apply(&repeat(&h, ER_HIDDEN)?)?;
-            self.from_layer(h, 1, Some(drop))
+            self.run_from_layer(h, 1, Some(drop))
         } else {
-            self.from_layer(repeat(x, dims)?, 0, Some(drop))
+            self.run_from_layer(repeat(x, dims)?, 0, Some(drop))
         }
     }
 
