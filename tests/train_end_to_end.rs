@@ -98,6 +98,30 @@ fn synth_train_quick_export_calibrate() {
     let m = Manifest::load(&sobol).unwrap();
     assert_eq!((m.mc_samples, m.noise_bank), (8, emogate::model::NoiseBank::Sobol));
     assert_eq!(m.thresholds.len(), 9);
+
+    // Retrain one attribute, the other two taken from the model as they are.
+    let partial = tmp.path().join("partial");
+    emogate(&[
+        "train",
+        "--corpus",
+        s(&corpus),
+        "--out",
+        s(&partial),
+        "--quick",
+        "--mc-samples",
+        "20",
+        "--attribute",
+        "dominance",
+        "--weights-from",
+        s(&model),
+        "--seed",
+        "11",
+    ]);
+    let retrained = onnx::read(&partial.join("model.onnx")).unwrap();
+    assert!(retrained.attributes.valence == params.attributes.valence);
+    assert!(retrained.attributes.arousal == params.attributes.arousal);
+    assert!(retrained.attributes.dominance != params.attributes.dominance, "dominance was retrained");
+    assert!(retrained.norm == params.norm);
 }
 
 #[test]

@@ -62,11 +62,11 @@ pub struct TrainArgs {
     /// (e.g. again with another --mc-samples or --noise-bank), evaluate and calibrate.
     #[arg(long, conflicts_with = "attribute")]
     pub export_only: bool,
-    /// With --export-only: take the trained weights (and normalisation) from this model
-    /// directory's model.onnx instead of OUT/parts/, e.g. to re-export the committed default
-    /// model with another noise bank into a new directory. Its manifest must name the same
-    /// corpus.
-    #[arg(long, requires = "export_only")]
+    /// Take trained weights (and normalisation) from this model directory's model.onnx instead
+    /// of OUT/parts/. With --export-only: re-export it, e.g. with another noise bank. With
+    /// --attribute A: retrain only A and take the other two attributes from it. Its manifest
+    /// must name the same corpus.
+    #[arg(long)]
     pub weights_from: Option<PathBuf>,
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
@@ -288,13 +288,31 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
         t_load.elapsed().as_secs_f64()
     );
     let bank = serving::noise_bank(args.noise_bank.into(), args.mc_samples, args.noise_seed)?;
+    let parts = args.out.join("parts");
     if let Some(dir) = &args.weights_from {
         std::fs::create_dir_all(&args.out).map_err(TrainError::io(&args.out))?;
-        let (attributes, norm, infos) = weights_from(dir, &corpus_hash)?;
-        let params = ServingParams { norm, noise: bank, mc_samples: args.mc_samples, attributes };
-        return export(args, &corpus, &corpus_hash, &params, &infos);
+        let (attributes, norm, mut infos) = weights_from(dir, &corpus_hash)?;
+        match (args.export_only, args.attribute) {
+            (true, _) => {
+                let params = ServingParams { norm, noise: bank, mc_samples: args.mc_samples, attributes };
+                return export(args, &corpus, &corpus_hash, &params, &infos);
+            }
+            // The other attributes become checkpoints, so the export below fuses them with
+            // the one trained now (same corpus, so the same normaliser).
+            (false, Some(trained)) => {
+                std::fs::create_dir_all(&parts).map_err(TrainError::io(&parts))?;
+                for a in Attribute::ALL.into_iter().filter(|&a| a != trained) {
+                    let info = infos.remove(a.as_str()).expect("weights_from covers every attribute");
+                    write_part(&parts, a, &attributes[a], &info)?;
+                }
+            }
+            (false, None) => {
+                return Err(TrainError::Config(
+                    "--weights-from needs --export-only or --attribute (the attribute to retrain)".into(),
+                ))
+            }
+        }
     }
-    let parts = args.out.join("parts");
     std::fs::create_dir_all(&parts).map_err(TrainError::io(&parts))?;
     let mp = MultiProgress::new();
     let attributes: Vec<Attribute> = match (args.export_only, args.attribute) {
@@ -304,7 +322,6 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
     };
     for a in attributes {
         let (params, report) = trainer::train_attribute(&data, a, &cfg, &bank, &mp)?;
-        serving::save_attribute(&parts.join(format!("{a}.safetensors")), &params)?;
         let info = PartInfo {
             corpus_hash: corpus_hash.clone(),
             command: command_line(args),
@@ -312,9 +329,7 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
             report: serde_json::to_value(&report).expect("report serialises"),
             config: serde_json::to_value(&cfg).expect("config serialises"),
         };
-        let path = parts.join(format!("{a}.json"));
-        std::fs::write(&path, serde_json::to_string_pretty(&info).expect("part info serialises"))
-            .map_err(TrainError::io(&path))?;
+        write_part(&parts, a, &params, &info)?;
         print_throughput(a, &report);
     }
 
@@ -352,6 +367,19 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
 
 /// Trained layers of the three attributes.
 type Layers = PerAttribute<AttributeParams>;
+
+/// Writes one attribute's checkpoint (`{a}.safetensors`) and its provenance (`{a}.json`).
+fn write_part(
+    parts: &Path,
+    a: Attribute,
+    params: &AttributeParams,
+    info: &PartInfo,
+) -> Result<(), TrainError> {
+    serving::save_attribute(&parts.join(format!("{a}.safetensors")), params)?;
+    let path = parts.join(format!("{a}.json"));
+    std::fs::write(&path, serde_json::to_string_pretty(info).expect("part info serialises"))
+        .map_err(TrainError::io(&path))
+}
 
 /// Layers, normalisation and per-attribute provenance of an exported model, for
 /// `--export-only --weights-from DIR`: the committed model has no `parts/`, and retraining
