@@ -80,6 +80,8 @@ pub struct ModelConfig {
     pub workers: usize,
     /// Explicit `libonnxruntime.so` (file or directory); otherwise the usual search.
     pub ort_library: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads spin while waiting for work (see [`ModelOptions`]).
+    pub intra_op_spinning: bool,
 }
 
 impl Default for ModelConfig {
@@ -90,6 +92,7 @@ impl Default for ModelConfig {
             intra_threads: 0,
             workers: 1,
             ort_library: None,
+            intra_op_spinning: true,
         }
     }
 }
@@ -101,6 +104,7 @@ impl ModelConfig {
             provider: self.execution_provider,
             intra_threads: self.intra_threads,
             ort_library: self.ort_library.clone(),
+            intra_op_spinning: self.intra_op_spinning,
         }
     }
 }

@@ -104,6 +104,9 @@ struct BenchArgs {
     /// Intra-op threads per session (0: one per core).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// ONNX Runtime intra-op spinning (`model.intra_op_spinning`) in every run of the bench.
+    #[arg(long, default_value_t = emogate::config::ModelConfig::default().intra_op_spinning, action = clap::ArgAction::Set)]
+    ort_spinning: bool,
     #[arg(long, value_enum, default_value_t = ProviderChoice::Auto)]
     execution_provider: ProviderChoice,
     /// Also run scripts/ort_bench.py (plain Python onnxruntime) with this interpreter on the
@@ -325,6 +328,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     let options = ModelOptions {
         provider: args.execution_provider,
         intra_threads: args.threads,
+        intra_op_spinning: args.ort_spinning,
         ..ModelOptions::default()
     };
     let config =
@@ -339,6 +343,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         "batch": args.batch,
         "workers": args.workers,
         "threads": args.threads,
+        "ort_spinning": args.ort_spinning,
         "mc_samples": loaded.manifest.mc_samples,
         "execution_provider": raw.execution_provider,
         "peak_rss_mb": peak_rss_mb(),
@@ -365,6 +370,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         batch: args.batch,
         max_wait_ms: args.max_wait_ms,
         intra_threads: args.threads,
+        intra_op_spinning: args.ort_spinning,
         input,
         properties: properties.clone(),
         ..DemoOptions::default()

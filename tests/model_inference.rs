@@ -14,7 +14,7 @@ fn fixture_dir() -> PathBuf {
 }
 
 fn cpu_options() -> ModelOptions {
-    ModelOptions { provider: ProviderChoice::Cpu, intra_threads: 1, ort_library: None }
+    ModelOptions { provider: ProviderChoice::Cpu, intra_threads: 1, ..ModelOptions::default() }
 }
 
 fn random_features(rows: usize, dims: usize, seed: u64) -> Vec<f32> {

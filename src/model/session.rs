@@ -30,11 +30,20 @@ pub struct ModelOptions {
     pub intra_threads: usize,
     /// Explicit ONNX Runtime library (file or directory); see [`runtime`] for the search.
     pub ort_library: Option<PathBuf>,
+    /// Let ONNX Runtime's intra-op threads spin while they wait for work (its default). Spinning
+    /// shortens a lone `run` but keeps the cores busy between batches, which starves the Kafka
+    /// client and codec threads that share them in the service.
+    pub intra_op_spinning: bool,
 }
 
 impl Default for ModelOptions {
     fn default() -> Self {
-        ModelOptions { provider: ProviderChoice::Auto, intra_threads: 0, ort_library: None }
+        ModelOptions {
+            provider: ProviderChoice::Auto,
+            intra_threads: 0,
+            ort_library: None,
+            intra_op_spinning: true,
+        }
     }
 }
 
@@ -87,6 +96,7 @@ impl InferenceSession {
         if options.intra_threads > 0 {
             builder = builder.with_intra_threads(options.intra_threads)?;
         }
+        builder = builder.with_intra_op_spinning(options.intra_op_spinning)?;
         if let Some(weights) = prepacked {
             builder = builder.with_prepacked_weights(weights)?;
         }

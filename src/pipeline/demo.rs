@@ -70,6 +70,8 @@ pub struct DemoOptions {
     pub max_wait_ms: u64,
     /// ONNX Runtime intra-op threads per session (0: one per core).
     pub intra_threads: usize,
+    /// `model.intra_op_spinning`.
+    pub intra_op_spinning: bool,
     pub input: InputMode,
     /// Extra librdkafka properties for the infer stage's clients (`kafka.properties`).
     pub properties: Vec<(String, String)>,
@@ -93,6 +95,7 @@ impl Default for DemoOptions {
             batch: crate::config::BatchConfig::default().max_records,
             max_wait_ms: crate::config::BatchConfig::default().max_wait_ms,
             intra_threads: 0,
+            intra_op_spinning: crate::config::ModelConfig::default().intra_op_spinning,
             input: InputMode::Live,
             properties: Vec::new(),
         }
@@ -218,6 +221,7 @@ pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
     config.batch.max_records = options.batch;
     config.batch.max_wait_ms = options.max_wait_ms;
     config.model.intra_threads = options.intra_threads;
+    config.model.intra_op_spinning = options.intra_op_spinning;
     config.kafka.properties.0.extend(options.properties.iter().cloned());
     config.archive.root = options.archive_root.clone();
     // Roll archive files every second so the demo's rows are on disk while it runs.
