@@ -39,9 +39,10 @@ pub struct EvaluateOptions {
     /// Output directory for report.json, CSVs and PNGs.
     #[arg(long)]
     pub out: PathBuf,
-    /// Trials (seeds) per method for the significance tests; the paper uses 10.
-    #[arg(long, default_value_t = 10)]
-    pub trials: usize,
+    /// Trials (seeds) per method for the significance tests [default: 10, the paper's; 2
+    /// with --quick].
+    #[arg(long)]
+    pub trials: Option<usize>,
     /// Seed of the first trial (trial k uses seed + k).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -73,6 +74,11 @@ impl EvaluateOptions {
         self.epochs.schedule(self.quick, seed)
     }
 
+    /// `--trials`, else 10 (the paper's), or 2 with `--quick`.
+    fn trials(&self) -> usize {
+        self.trials.unwrap_or(if self.quick { 2 } else { 10 })
+    }
+
     fn methods(&self) -> Result<Vec<Method>, EvalError> {
         let mut set = BTreeSet::from([Method::VaeEr]);
         for name in self.methods.iter().map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -92,7 +98,7 @@ impl EvaluateOptions {
             self.model.display(),
             self.corpus.display(),
             self.out.display(),
-            self.trials,
+            self.trials(),
             self.seed,
             self.mc_samples,
             self.methods.join(",")
@@ -196,11 +202,7 @@ fn cross_corpus_folds(path: &Path, cfg: &TrainConfig, mp: &MultiProgress) -> Res
             .filter(|&r| fold_of[r] != f && corpus.utterances[r].speaker != dev_speaker)
             .collect();
         let norm = Normalizer::fit(&corpus.features, d, &train);
-        let scale = |rs: &[usize]| {
-            let mut out = vec![0f32; rs.len() * d];
-            rs.iter().zip(out.chunks_mut(d)).for_each(|(&r, o)| norm.apply(corpus.row(r), o));
-            out
-        };
+        let scale = |rs: &[usize]| trainer::scale_rows(&corpus, &norm, rs);
         let (train_x, dev_x, test_x) = (scale(&train), scale(&dev), scale(&test));
         let mut stl_ccc = PerAttribute::default();
         for a in Attribute::ALL {
@@ -269,7 +271,7 @@ fn push_cells(
 /// Runs the whole evaluation and writes the report, CSVs and figures into `opts.out`.
 pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Report, EvalError> {
     let started = Instant::now();
-    let trials = if opts.quick && opts.trials == 10 { 2 } else { opts.trials };
+    let trials = opts.trials();
     if trials == 0 || opts.mc_samples == 0 {
         return Err(EvalError::Config("--trials and --mc-samples must be positive".into()));
     }
