@@ -105,6 +105,7 @@ impl ModelConfig {
             intra_threads: self.intra_threads,
             ort_library: self.ort_library.clone(),
             intra_op_spinning: self.intra_op_spinning,
+            ..ModelOptions::default()
         }
     }
 }
@@ -319,6 +320,13 @@ pub struct DeliveryConfig {
     /// Longest wait for a commit, a transaction call or all delivery reports of a batch
     /// before the batch is treated as failed (and, exactly-once, aborted and replayed).
     pub commit_timeout_ms: u64,
+    /// Exactly-once: most micro-batches one transaction may hold. A transaction is committed
+    /// as soon as no further batch is waiting, so this only matters under load, where one
+    /// commit (offsets + commit round trips) per batch would otherwise stall inference.
+    pub transaction_max_batches: usize,
+    /// Exactly-once: longest a transaction stays open collecting batches (bounds the extra
+    /// latency that sharing a transaction adds under load).
+    pub transaction_max_ms: u64,
 }
 
 impl Default for DeliveryConfig {
@@ -327,6 +335,8 @@ impl Default for DeliveryConfig {
             mode: DeliveryMode::ExactlyOnce,
             transaction_timeout_ms: 60_000,
             commit_timeout_ms: 30_000,
+            transaction_max_batches: 8,
+            transaction_max_ms: 100,
         }
     }
 }
@@ -334,6 +344,10 @@ impl Default for DeliveryConfig {
 impl DeliveryConfig {
     pub fn commit_timeout(&self) -> Duration {
         Duration::from_millis(self.commit_timeout_ms)
+    }
+
+    pub fn transaction_max_age(&self) -> Duration {
+        Duration::from_millis(self.transaction_max_ms)
     }
 }
 
@@ -543,6 +557,18 @@ impl Config {
                 "delivery.transaction_timeout_ms",
                 "must be at least delivery.commit_timeout_ms (the broker would abort transactions the \
                  service still waits for)",
+            ));
+        }
+        if d.transaction_max_batches == 0 {
+            return Err(invalid("delivery.transaction_max_batches", "must be at least 1"));
+        }
+        if d.mode == DeliveryMode::ExactlyOnce
+            && d.transaction_max_ms.saturating_add(d.commit_timeout_ms) > d.transaction_timeout_ms
+        {
+            return Err(invalid(
+                "delivery.transaction_max_ms",
+                "plus delivery.commit_timeout_ms must not exceed delivery.transaction_timeout_ms (the \
+                 broker would abort a transaction that is still collecting batches)",
             ));
         }
         self.archive.validate().map_err(|e| invalid(&format!("archive.{}", e.field), e.problem))?;
@@ -757,6 +783,14 @@ mod tests {
             "archive.group_id"
         );
         assert_eq!(key_of(parse("[archive]\nroll_rows = 0", &[]).unwrap_err()), "archive.roll_rows");
+        assert_eq!(
+            key_of(parse("[delivery]\ntransaction_max_batches = 0", &[]).unwrap_err()),
+            "delivery.transaction_max_batches"
+        );
+        assert_eq!(
+            key_of(parse("[delivery]\ntransaction_max_ms = 40000", &[]).unwrap_err()),
+            "delivery.transaction_max_ms"
+        );
         let err = parse("[policy]\ndecision = \"most\"", &[]).unwrap_err().to_string();
         assert!(err.contains("most"), "{err}");
     }

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub coverage_target: Gauge,
     pub consumer_lag: IntGaugeVec,
     pub transactions_aborted: IntCounter,
+    /// Batches per committed exactly-once transaction (its count: transactions committed).
+    pub transaction_batches: Histogram,
     pub rewinds: IntCounter,
     pub paused: IntGauge,
     pub execution_provider: IntGaugeVec,
@@ -213,6 +215,11 @@ impl Metrics {
             transactions_aborted: counter(
                 "emogate_transactions_aborted_total",
                 "Exactly-once transactions aborted (their input is replayed)",
+            )?,
+            transaction_batches: histogram(
+                "emogate_transaction_batches",
+                "Micro-batches per committed exactly-once transaction",
+                vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
             )?,
             rewinds: counter(
                 "emogate_rewinds_total",

@@ -109,7 +109,8 @@ fn batches_are_row_independent() {
 fn pool_workers_agree_with_a_single_session() {
     let loaded = LoadedModel::load(&fixture_dir()).unwrap();
     let dims = loaded.manifest.feature_dims;
-    let pool = ModelPool::new(&loaded, &cpu_options(), 2, 4).unwrap();
+    // Warmed up as the infer stage does: the warm-up batch must leave no trace in the answers.
+    let pool = ModelPool::new(&loaded, &ModelOptions { warm_up_rows: 16, ..cpu_options() }, 2, 4).unwrap();
     assert_eq!(pool.workers(), 2);
     let mut single = Model::load(&fixture_dir(), &cpu_options()).unwrap();
     let (tx, rx) = std::sync::mpsc::channel();

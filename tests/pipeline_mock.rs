@@ -61,6 +61,10 @@ async fn n_in_n_out(mode: DeliveryMode, tag: &str) {
         assert_eq!(metrics.dead_lettered(b.expected_reason), 1, "metric for {}", b.expected_reason);
     }
     assert_eq!(metrics.records_out() as usize, messages.len(), "nothing counted twice");
+    if mode == DeliveryMode::ExactlyOnce {
+        let in_transactions = metrics.transaction_batches.get_sample_sum() as u64;
+        assert_eq!(in_transactions, report.batches, "every batch committed in a transaction");
+    }
 
     // Our own read-back: headers and keys as the contract says.
     let outputs = tokio::task::block_in_place(|| {
@@ -101,6 +105,38 @@ async fn mock_at_least_once_n_in_n_out_with_dead_letters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_exactly_once_n_in_n_out_with_dead_letters() {
     n_in_n_out(DeliveryMode::ExactlyOnce, "eos").await;
+}
+
+/// Under a backlog, exactly-once transactions collect several batches (a commit per batch
+/// would stall the model, docs/benchmarks.md) but never more than `transaction_max_batches`,
+/// and every record is still answered exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_exactly_once_transactions_share_batches_under_load() {
+    let topics = unique_topics("eos-share");
+    let m = mock_with_topics(&topics);
+    let (messages, bad) = input_messages(GOOD, 14);
+    cluster::produce_all(&m.brokers, &topics.input, &messages, &[]).await.unwrap();
+
+    let mut config = test_config(&m.brokers, &topics, "g-eos-share", DeliveryMode::ExactlyOnce);
+    config.batch.max_records = 8;
+    config.delivery.transaction_max_batches = 4;
+    let stage = start(config);
+    let metrics = stage.metrics.clone();
+    wait_for("all records answered", TIMEOUT, || metrics.records_out() >= messages.len() as u64).await;
+    let report = stage.stop().await;
+
+    let committed = metrics.transaction_batches.get_sample_count();
+    let batches_committed = metrics.transaction_batches.get_sample_sum() as u64;
+    assert_eq!(batches_committed, report.batches, "every batch was committed in some transaction");
+    assert_eq!(metrics.transactions_aborted.get(), 0);
+    assert!(
+        committed < report.batches,
+        "{committed} transactions for {} batches: none held more than one",
+        report.batches
+    );
+    assert!(committed * 4 >= report.batches, "a transaction held more than 4 batches");
+    let v = python_read_back(&m.brokers, &topics, messages.len());
+    assert_complete(&v, GOOD, &bad, false);
 }
 
 /// Stop after part of the stream, start again in the same group: nothing lost, and with a

@@ -25,6 +25,8 @@ use super::session::{InferenceSession, LoadedModel, ModelOptions};
 pub struct BatchResult {
     pub features: Vec<f32>,
     pub predictions: Result<Vec<Prediction>, ModelError>,
+    /// Seconds the session spent running the batch (queueing excluded).
+    pub run_seconds: f64,
 }
 
 type Reply = Box<dyn FnOnce(BatchResult) + Send + 'static>;
@@ -56,9 +58,22 @@ impl ModelPool {
         // default library path and panic).
         super::runtime::ensure_runtime(options.ort_library.as_deref())?;
         let prepacked = PrepackedWeights::new();
-        let sessions = (0..workers)
+        let mut sessions = (0..workers)
             .map(|_| InferenceSession::new(model, options, Some(&prepacked)))
             .collect::<Result<Vec<_>, _>>()?;
+        if options.warm_up_rows > 0 {
+            let started = std::time::Instant::now();
+            let zeros = vec![0.0f32; options.warm_up_rows * model.manifest.feature_dims];
+            for session in &mut sessions {
+                session.run(&zeros)?;
+            }
+            tracing::info!(
+                sessions = sessions.len(),
+                rows = options.warm_up_rows,
+                ms = started.elapsed().as_millis() as u64,
+                "model warmed up"
+            );
+        }
         let provider = sessions[0].provider().clone();
         let (sender, receiver) = mpsc::sync_channel::<Job>(queue_capacity);
         let receiver = Arc::new(Mutex::new(receiver));
@@ -141,7 +156,8 @@ fn worker_loop(mut session: InferenceSession, receiver: &Mutex<Receiver<Job>>) {
             Err(poisoned) => poisoned.into_inner().recv(),
         };
         let Ok(Job { features, reply }) = job else { return };
+        let started = std::time::Instant::now();
         let predictions = session.run(&features);
-        reply(BatchResult { features, predictions });
+        reply(BatchResult { features, predictions, run_seconds: started.elapsed().as_secs_f64() });
     }
 }

@@ -34,6 +34,11 @@ pub struct ModelOptions {
     /// shortens a lone `run` but keeps the cores busy between batches, which starves the Kafka
     /// client and codec threads that share them in the service.
     pub intra_op_spinning: bool,
+    /// Rows of one warm-up batch each pool session runs before it takes work (0: none). ONNX
+    /// Runtime sizes its arenas and thread pools on the first run, which is several times
+    /// slower than the next; a service warms up so its first real batch is not, and so a model
+    /// that cannot run at all fails at start-up instead of on every batch.
+    pub warm_up_rows: usize,
 }
 
 impl Default for ModelOptions {
@@ -43,6 +48,7 @@ impl Default for ModelOptions {
             intra_threads: 0,
             ort_library: None,
             intra_op_spinning: true,
+            warm_up_rows: 0,
         }
     }
 }

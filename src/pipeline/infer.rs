@@ -8,8 +8,6 @@
 //! the runtime thread.
 
 use std::sync::Arc;
-use std::time::Instant;
-
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::batcher::Batch;
@@ -19,8 +17,6 @@ use crate::model::{BatchResult, ModelError, ModelPool};
 #[derive(Debug)]
 pub(crate) struct Done {
     pub result: BatchResult,
-    /// Wall time from submission to answer (queueing included).
-    pub seconds: f64,
 }
 
 /// A batch between the source and the sink.
@@ -45,10 +41,9 @@ pub(crate) fn submit(
     }
     let features = std::mem::take(&mut batch.features);
     let (tx, rx) = oneshot::channel();
-    let started = Instant::now();
     pool.submit(features, move |result| {
         // The sink may have dropped the receiver after a rewind; the answer is then unwanted.
-        let _ = tx.send(Done { result, seconds: started.elapsed().as_secs_f64() });
+        let _ = tx.send(Done { result });
     })?;
     Ok(Some(rx))
 }

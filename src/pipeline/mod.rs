@@ -54,7 +54,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::attribute::PerAttribute;
 use crate::codec::{Decision, EmotionPrediction, FeatureDecoder, Framing};
 use crate::config::{Config, DeliveryMode};
-use crate::model::{LoadedModel, ModelPool};
+use crate::model::{LoadedModel, ModelOptions, ModelPool};
 use crate::policy::RejectPolicy;
 
 pub use error::PipelineError;
@@ -119,12 +119,9 @@ impl InferStage {
         let config = &ctx.config;
         let loaded = LoadedModel::load(&config.model.dir)?;
         let policy = RejectPolicy::new(&config.policy, &loaded.manifest)?;
-        let pool = ModelPool::new(
-            &loaded,
-            &config.model.options(),
-            config.model.workers,
-            config.batch.max_in_flight,
-        )?;
+        // Warmed with a full batch, so the first records consumed do not pay ORT's first run.
+        let options = ModelOptions { warm_up_rows: config.batch.max_records, ..config.model.options() };
+        let pool = ModelPool::new(&loaded, &options, config.model.workers, config.batch.max_in_flight)?;
         ctx.metrics
             .set_execution_provider(pool.provider().kind.as_str(), pool.provider().fallback_reason.is_some());
         ctx.metrics.coverage_target.set(policy.coverage());
@@ -219,6 +216,8 @@ impl InferStage {
             topics: config.kafka.topics.clone(),
             metrics: Arc::clone(&ctx.metrics),
             timeout: config.delivery.commit_timeout(),
+            transaction_max_batches: config.delivery.transaction_max_batches,
+            transaction_max_age: config.delivery.transaction_max_age(),
             report: InferReport::default(),
         };
 

@@ -94,11 +94,20 @@ impl OffsetBook {
         Some(commit)
     }
 
-    /// Offsets batch `id` would commit, without completing it (for the transaction's
-    /// `send_offsets_to_transaction`, which precedes the commit that completes the batch).
-    pub fn commit_offsets_of(&self, id: u64) -> Option<BTreeMap<i32, i64>> {
-        let (_, ranges) = self.in_flight.iter().find(|(i, _)| *i == id)?;
-        Some(ranges.iter().map(|(p, r)| (*p, r.last + 1)).collect())
+    /// Offsets that completing every in-flight batch up to and including `id` would commit,
+    /// without completing them (for `send_offsets_to_transaction`, which precedes the commit
+    /// that completes them; a transaction may hold several consecutive batches). `None` if
+    /// `id` is not in flight.
+    pub fn commit_offsets_through(&self, id: u64) -> Option<BTreeMap<i32, i64>> {
+        let end = self.in_flight.iter().position(|(i, _)| *i == id)?;
+        let mut offsets = BTreeMap::new();
+        for (_, ranges) in self.in_flight.iter().take(end + 1) {
+            for (partition, range) in ranges {
+                let next = offsets.entry(*partition).or_insert(range.last + 1);
+                *next = (*next).max(range.last + 1);
+            }
+        }
+        Some(offsets)
     }
 
     /// Throws away all in-flight work: a new epoch begins, and the lowest in-flight offset per
@@ -112,6 +121,11 @@ impl OffsetBook {
         }
         self.epoch += 1;
         self.epoch
+    }
+
+    /// Pending rewind points (for logs; the source takes them with [`OffsetBook::take_rewind`]).
+    pub fn rewind_points(&self) -> &BTreeMap<i32, i64> {
+        &self.rewind
     }
 
     /// Pending rewind points, taken by the source when it moves to the new epoch.
@@ -154,7 +168,14 @@ mod tests {
         book.dispatch(0, 2, ranges(&[(0, 10, 19)])).unwrap();
         assert_eq!(book.in_flight(), 2);
         assert_eq!(book.complete(2), None, "a later batch cannot complete before an earlier one");
-        assert_eq!(book.commit_offsets_of(1).unwrap(), BTreeMap::from([(0, 10), (1, 5)]));
+        assert_eq!(book.commit_offsets_through(1).unwrap(), BTreeMap::from([(0, 10), (1, 5)]));
+        assert_eq!(
+            book.commit_offsets_through(2).unwrap(),
+            BTreeMap::from([(0, 20), (1, 5)]),
+            "a transaction holding both batches commits the furthest offset of each partition"
+        );
+        assert_eq!(book.commit_offsets_through(3), None);
+        assert_eq!(book.in_flight(), 2, "asking completes nothing");
         assert_eq!(book.complete(1).unwrap(), BTreeMap::from([(0, 10), (1, 5)]));
         assert_eq!(book.complete(2).unwrap(), BTreeMap::from([(0, 20)]));
         assert_eq!(book.in_flight(), 0);

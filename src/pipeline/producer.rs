@@ -4,11 +4,16 @@
 //! * **at-least-once**: idempotent producer. All outputs of a batch are sent, every delivery
 //!   report is awaited, and only then are the batch's input offsets committed. A crash between
 //!   the two replays the batch (duplicates, no loss).
-//! * **exactly-once**: transactional producer, one transaction per batch: begin, produce every
-//!   output, `send_offsets_to_transaction` with the consumer's group metadata (so a member that
-//!   lost its partitions in a rebalance is fenced), commit. On any failure the transaction is
-//!   aborted and the offset book fails the batch, which makes the source seek back; with a
-//!   broker that hides aborted records from `read_committed` readers, nothing is duplicated.
+//! * **exactly-once**: transactional producer: begin, produce every output of one or more
+//!   consecutive batches, `send_offsets_to_transaction` with the consumer's group metadata (so
+//!   a member that lost its partitions in a rebalance is fenced), commit. The transaction is
+//!   committed as soon as no further batch is waiting, so at low load it holds one batch and
+//!   adds no latency; under load it collects up to `delivery.transaction_max_batches` batches
+//!   or `delivery.transaction_max_ms`, because the commit's round trips cost about as much as
+//!   inferring a 64-record batch and would otherwise stall the model (docs/benchmarks.md).
+//!   On any failure the transaction is aborted and the offset book fails every batch not
+//!   completed, which makes the source seek back; with a broker that hides aborted records
+//!   from `read_committed` readers, nothing is duplicated.
 //!
 //! A fatal producer error (fenced by a newer instance with the same `transactional.id`, or
 //! the idempotent producer's fatal state) stops the stage: continuing could only duplicate or
@@ -49,7 +54,24 @@ pub(crate) struct Sink {
     pub topics: TopicsConfig,
     pub metrics: Arc<Metrics>,
     pub timeout: Duration,
+    /// Exactly-once: most batches per transaction (`delivery.transaction_max_batches`).
+    pub transaction_max_batches: usize,
+    /// Exactly-once: longest a transaction collects batches (`delivery.transaction_max_ms`).
+    pub transaction_max_age: Duration,
     pub report: InferReport,
+}
+
+/// An exactly-once transaction that has begun and is collecting batches.
+struct OpenTransaction {
+    started: Instant,
+    /// Every batch produced in it, oldest first (completed and accounted at the commit).
+    batches: Vec<TransactionBatch>,
+}
+
+struct TransactionBatch {
+    epoch: u64,
+    id: u64,
+    outputs: Vec<Output>,
 }
 
 /// Why a batch could not be delivered.
@@ -61,6 +83,19 @@ enum BatchFailure {
     Fatal(String),
 }
 
+/// Sorts a producer error: fatal transaction errors stop the stage, the rest rewind.
+fn classify(e: KafkaError) -> BatchFailure {
+    let fatal = match &e {
+        KafkaError::Transaction(t) => t.is_fatal(),
+        _ => false,
+    };
+    if fatal {
+        BatchFailure::Fatal(e.to_string())
+    } else {
+        BatchFailure::Retry(e.to_string())
+    }
+}
+
 fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
@@ -70,7 +105,23 @@ impl Sink {
         mut self,
         mut from_source: mpsc::Receiver<InFlight>,
     ) -> Result<InferReport, PipelineError> {
-        while let Some(job) = from_source.recv().await {
+        let mut open: Option<OpenTransaction> = None;
+        loop {
+            let next = match &open {
+                None => from_source.recv().await,
+                // An open transaction waits for more batches only until it is old enough.
+                Some(txn) => {
+                    let deadline = tokio::time::Instant::from_std(txn.started + self.transaction_max_age);
+                    match tokio::time::timeout_at(deadline, from_source.recv()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            self.commit_open(&mut open).await?;
+                            continue;
+                        }
+                    }
+                }
+            };
+            let Some(job) = next else { break };
             if !self.book.lock().is_current(job.epoch, job.batch.id) {
                 continue; // discarded by a rewind; its records are being re-read
             }
@@ -81,7 +132,7 @@ impl Sink {
             };
             let outputs = match &done {
                 Some(done) => {
-                    self.metrics.inference_seconds.observe(done.seconds);
+                    self.metrics.inference_seconds.observe(done.result.run_seconds);
                     let predictions = done.result.predictions.as_deref();
                     if let Err(e) = predictions {
                         tracing::error!(batch = batch.id, error = %e, rows = batch.rows.len(), "inference failed; dead-lettering the batch");
@@ -90,104 +141,166 @@ impl Sink {
                 }
                 None => self.router.route(&batch, &[], Ok(&[]), now_ms()),
             };
-            let first_offsets: BTreeMap<i32, i64> = batch.ranges.iter().map(|(p, r)| (*p, r.first)).collect();
-            match self.deliver(epoch, batch.id, &outputs).await {
-                Ok(()) => self.account(&outputs),
-                Err(BatchFailure::Retry(reason)) => {
-                    tracing::warn!(batch = batch.id, first_offsets = ?first_offsets, %reason, "batch failed; rewinding");
-                    self.book.lock().fail();
-                    self.metrics.rewinds.inc();
+            match self.mode {
+                DeliveryMode::AtLeastOnce => {
+                    let delivered = self.deliver_acknowledged(epoch, batch.id, &outputs).await;
+                    match delivered {
+                        Ok(()) => self.account(&outputs),
+                        Err(failure) => self.fail(failure)?,
+                    }
+                    drop(permit);
                 }
-                Err(BatchFailure::Fatal(reason)) => {
-                    self.book.lock().fail();
-                    return Err(PipelineError::Fatal(format!("producer failed fatally: {reason}")));
+                DeliveryMode::ExactlyOnce => {
+                    let produced = self.produce_in_transaction(&mut open, epoch, batch.id, outputs).await;
+                    if let Err(failure) = produced {
+                        self.abort_open(&mut open, failure)?;
+                    }
+                    // The batch's outputs are with the producer: the source may form the next.
+                    drop(permit);
+                    let commit_now = open.as_ref().is_some_and(|txn| {
+                        txn.batches.len() >= self.transaction_max_batches
+                            || txn.started.elapsed() >= self.transaction_max_age
+                            || from_source.is_empty()
+                    });
+                    if commit_now {
+                        self.commit_open(&mut open).await?;
+                    }
                 }
             }
-            drop(permit);
         }
+        self.commit_open(&mut open).await?;
         if self.mode == DeliveryMode::AtLeastOnce {
             self.commit_sync_final();
         }
         Ok(self.report)
     }
 
-    /// Produces `outputs` and commits the batch's offsets according to the delivery mode.
-    async fn deliver(&mut self, epoch: u64, id: u64, outputs: &[Output]) -> Result<(), BatchFailure> {
-        match self.mode {
-            DeliveryMode::AtLeastOnce => {
-                self.produce_all(outputs).await?;
-                let commit = {
-                    let mut book = self.book.lock();
-                    if !book.is_current(epoch, id) {
-                        // A rebalance gave up on this batch while it was being produced: its
-                        // outputs exist, but the new owner re-reads it (at-least-once).
-                        return Ok(());
-                    }
-                    book.complete(id).unwrap_or_default()
-                };
-                self.commit_async(&commit);
+    /// A failed batch: rewind (every batch not completed is re-read), or stop on a fatal one.
+    fn fail(&mut self, failure: BatchFailure) -> Result<(), PipelineError> {
+        let rewind_to = {
+            let mut book = self.book.lock();
+            book.fail();
+            book.rewind_points().clone()
+        };
+        match failure {
+            BatchFailure::Retry(reason) => {
+                tracing::warn!(rewind_to = ?rewind_to, %reason, "delivery failed; rewinding");
+                self.metrics.rewinds.inc();
                 Ok(())
             }
-            DeliveryMode::ExactlyOnce => self.deliver_transaction(epoch, id, outputs).await,
+            BatchFailure::Fatal(reason) => {
+                Err(PipelineError::Fatal(format!("producer failed fatally: {reason}")))
+            }
         }
     }
 
-    async fn deliver_transaction(
+    /// At-least-once: produces `outputs`, waits for every acknowledgement, then commits the
+    /// batch's offsets asynchronously.
+    async fn deliver_acknowledged(
         &mut self,
         epoch: u64,
         id: u64,
         outputs: &[Output],
     ) -> Result<(), BatchFailure> {
-        let classify = |e: KafkaError| {
-            let fatal = match &e {
-                KafkaError::Transaction(t) => t.is_fatal(),
-                _ => false,
-            };
-            if fatal {
-                BatchFailure::Fatal(e.to_string())
+        self.produce_all(outputs).await?;
+        let commit = {
+            let mut book = self.book.lock();
+            if !book.is_current(epoch, id) {
+                // A rebalance gave up on this batch while it was being produced: its
+                // outputs exist, but the new owner re-reads it (at-least-once).
+                return Ok(());
+            }
+            book.complete(id).unwrap_or_default()
+        };
+        self.commit_async(&commit);
+        Ok(())
+    }
+
+    /// Exactly-once: produces a batch inside the open transaction, beginning one if none is
+    /// open. The batch completes only when [`Sink::commit_open`] commits the transaction.
+    async fn produce_in_transaction(
+        &mut self,
+        open: &mut Option<OpenTransaction>,
+        epoch: u64,
+        id: u64,
+        outputs: Vec<Output>,
+    ) -> Result<(), BatchFailure> {
+        if open.is_none() {
+            self.producer.begin_transaction().map_err(classify)?;
+            *open = Some(OpenTransaction { started: Instant::now(), batches: Vec::new() });
+        }
+        let txn = open.as_mut().expect("opened above");
+        let produced = self.produce_all(&outputs).await;
+        // Held even when producing failed: the abort accounts for every batch in the transaction.
+        txn.batches.push(TransactionBatch { epoch, id, outputs });
+        produced
+    }
+
+    /// Commits the open transaction (if any): the input offsets of all its batches, then the
+    /// commit. On failure it is aborted and every batch not completed is re-read.
+    async fn commit_open(&mut self, open: &mut Option<OpenTransaction>) -> Result<(), PipelineError> {
+        let Some(txn) = open.as_ref() else { return Ok(()) };
+        let last = txn.batches.last().expect("a transaction begins with its first batch");
+        let offsets = {
+            let book = self.book.lock();
+            if txn.batches.iter().any(|b| !book.is_current(b.epoch, b.id)) {
+                Err(BatchFailure::Retry("batch abandoned by a rebalance".into()))
             } else {
-                BatchFailure::Retry(e.to_string())
+                Ok(book.commit_offsets_through(last.id).unwrap_or_default())
             }
         };
-        self.producer.begin_transaction().map_err(classify)?;
-        let result: Result<(), BatchFailure> = async {
-            self.produce_all(outputs).await?;
-            let offsets = {
-                let book = self.book.lock();
-                if !book.is_current(epoch, id) {
-                    return Err(BatchFailure::Retry("batch abandoned by a rebalance".into()));
-                }
-                book.commit_offsets_of(id).unwrap_or_default()
-            };
-            let tpl = self.offsets_tpl(&offsets);
-            let metadata = self
-                .consumer
-                .group_metadata()
-                .ok_or_else(|| BatchFailure::Retry("consumer has no group metadata yet".into()))?;
-            let timeout = self.timeout;
-            let producer = &self.producer;
-            tokio::task::block_in_place(|| {
-                producer.send_offsets_to_transaction(&tpl, &metadata, timeout)?;
-                producer.commit_transaction(timeout)
-            })
-            .map_err(classify)
-        }
-        .await;
-        match result {
+        let committed = match offsets {
+            Ok(offsets) => self.send_offsets_and_commit(&offsets),
+            Err(failure) => Err(failure),
+        };
+        match committed {
             Ok(()) => {
-                self.book.lock().complete(id);
+                let txn = open.take().expect("checked above");
+                for batch in &txn.batches {
+                    self.book.lock().complete(batch.id);
+                }
+                for batch in &txn.batches {
+                    self.account(&batch.outputs);
+                }
+                self.metrics.transaction_batches.observe(txn.batches.len() as f64);
                 Ok(())
             }
-            Err(failure) => {
-                self.metrics.transactions_aborted.inc();
-                let producer = &self.producer;
-                let timeout = self.timeout;
-                match tokio::task::block_in_place(|| producer.abort_transaction(timeout)) {
-                    Ok(()) => Err(failure),
-                    Err(e) => Err(BatchFailure::Fatal(format!("{failure:?}; then abort failed: {e}"))),
-                }
-            }
+            Err(failure) => self.abort_open(open, failure),
         }
+    }
+
+    fn send_offsets_and_commit(&self, offsets: &BTreeMap<i32, i64>) -> Result<(), BatchFailure> {
+        let tpl = self.offsets_tpl(offsets);
+        let metadata = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| BatchFailure::Retry("consumer has no group metadata yet".into()))?;
+        let timeout = self.timeout;
+        let producer = &self.producer;
+        tokio::task::block_in_place(|| {
+            producer.send_offsets_to_transaction(&tpl, &metadata, timeout)?;
+            producer.commit_transaction(timeout)
+        })
+        .map_err(classify)
+    }
+
+    /// Aborts the open transaction after `failure`; all its batches (and every later one) are
+    /// re-read. A failed abort is fatal: the producer's state is unknown.
+    fn abort_open(
+        &mut self,
+        open: &mut Option<OpenTransaction>,
+        failure: BatchFailure,
+    ) -> Result<(), PipelineError> {
+        let batches = open.take().map_or(0, |txn| txn.batches.len());
+        self.metrics.transactions_aborted.inc();
+        tracing::warn!(batches, "aborting the transaction");
+        let producer = &self.producer;
+        let timeout = self.timeout;
+        let failure = match tokio::task::block_in_place(|| producer.abort_transaction(timeout)) {
+            Ok(()) => failure,
+            Err(e) => BatchFailure::Fatal(format!("{failure:?}; then abort failed: {e}")),
+        };
+        self.fail(failure)
     }
 
     /// Sends every output and waits for all delivery reports; the first error wins.
