@@ -27,12 +27,20 @@ pub struct RawBenchConfig {
 #[derive(Debug, Clone, Serialize)]
 pub struct RawBenchResult {
     pub records: usize,
+    pub batches: usize,
     pub seconds: f64,
     pub records_per_sec: f64,
     /// Per-batch wall time percentiles, milliseconds.
     pub batch_p50_ms: f64,
     pub batch_p99_ms: f64,
     pub execution_provider: String,
+}
+
+impl RawBenchResult {
+    /// Mean wall time per batch, milliseconds (one worker: the model's own batch time).
+    pub fn batch_mean_ms(&self) -> f64 {
+        1e3 * self.seconds / self.batches.max(1) as f64
+    }
 }
 
 /// Runs `records` rows of deterministic random features through a pool, `workers` batches in
@@ -79,6 +87,7 @@ pub fn raw_inference(model: &LoadedModel, config: &RawBenchConfig) -> Result<Raw
     let records = batches * batch;
     Ok(RawBenchResult {
         records,
+        batches,
         seconds,
         records_per_sec: records as f64 / seconds,
         batch_p50_ms: percentile(&latencies, 0.50),
@@ -94,6 +103,17 @@ pub fn percentile(sorted: &[f64], q: f64) -> f64 {
     }
     let rank = (q * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Median of `values` (mean of the middle two for an even count; 0 for none).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    match sorted.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => sorted[n / 2],
+        n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+    }
 }
 
 /// Peak resident set size of this process in MiB (`VmHWM`), when the OS reports it.
@@ -116,6 +136,14 @@ mod tests {
         assert_eq!(percentile(&v, 1.0), 100.0);
         assert_eq!(percentile(&[3.0], 0.99), 3.0);
         assert_eq!(percentile(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn medians_of_odd_even_and_empty_sets() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(median(&[f64::INFINITY, 1.0, 0.5]), 1.0);
+        assert_eq!(median(&[]), 0.0);
     }
 
     #[test]

@@ -68,10 +68,14 @@ pub struct DemoOptions {
     pub batch: usize,
     /// `batch.max_wait_ms` of the infer stage.
     pub max_wait_ms: u64,
+    /// Inference sessions (`model.workers`), each with `intra_threads` threads.
+    pub workers: usize,
     /// ONNX Runtime intra-op threads per session (0: one per core).
     pub intra_threads: usize,
     /// `model.intra_op_spinning`.
     pub intra_op_spinning: bool,
+    /// `delivery.transaction_max_batches` (exactly-once).
+    pub transaction_max_batches: usize,
     pub input: InputMode,
     /// Extra librdkafka properties for the infer stage's clients (`kafka.properties`).
     pub properties: Vec<(String, String)>,
@@ -94,8 +98,10 @@ impl Default for DemoOptions {
             seed: 7,
             batch: crate::config::BatchConfig::default().max_records,
             max_wait_ms: crate::config::BatchConfig::default().max_wait_ms,
+            workers: crate::config::ModelConfig::default().workers,
             intra_threads: 0,
             intra_op_spinning: crate::config::ModelConfig::default().intra_op_spinning,
+            transaction_max_batches: crate::config::DeliveryConfig::default().transaction_max_batches,
             input: InputMode::Live,
             properties: Vec::new(),
         }
@@ -112,7 +118,11 @@ pub struct DemoSummary {
     /// How the thresholds were obtained.
     pub thresholds_origin: String,
     pub bad_sent: usize,
+    /// Wall time from the first record consumed to the last answer.
     pub seconds: f64,
+    /// Time the model spent running batches (`emogate_inference_seconds`) and their number.
+    pub inference_seconds: f64,
+    pub inference_batches: u64,
     pub report: InferReport,
     /// Messages read back independently, per topic.
     pub read_back: BTreeMap<String, usize>,
@@ -217,9 +227,14 @@ pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
     config.model.dir = options.model_dir.clone();
     config.model.execution_provider = crate::model::ProviderChoice::Cpu;
     config.delivery.mode = options.mode;
+    config.delivery.transaction_max_batches = options.transaction_max_batches;
     config.policy.coverage = options.coverage;
     config.batch.max_records = options.batch;
     config.batch.max_wait_ms = options.max_wait_ms;
+    config.model.workers = options.workers;
+    // One batch more in flight than sessions, so every session has work while the sink
+    // produces the previous answer.
+    config.batch.max_in_flight = config.batch.max_in_flight.max(options.workers + 1);
     config.model.intra_threads = options.intra_threads;
     config.model.intra_op_spinning = options.intra_op_spinning;
     config.kafka.properties.0.extend(options.properties.iter().cloned());
@@ -483,6 +498,8 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         thresholds_origin,
         bad_sent: bad.len(),
         seconds: elapsed.as_secs_f64(),
+        inference_seconds: metrics.inference_seconds.get_sample_sum(),
+        inference_batches: metrics.inference_seconds.get_sample_count(),
         report,
         read_back,
         duplicates,
