@@ -1,6 +1,7 @@
-//! `emogate bench` from outside: one run on the fixture model, checking that the JSON object
-//! carries every DESIGN §3 field (throughput, ratio, latency at a fixed offered load, memory,
-//! provider, MC samples, batch) and that the numbers are consistent with each other.
+//! `emogate bench` from outside: one run on the fixture model (two raw/end-to-end pairs),
+//! checking that the JSON object carries every DESIGN §3 field (throughput, ratio, latency at a
+//! fixed offered load, memory, provider, MC samples, batch) plus the per-run figures, and that
+//! the numbers are consistent with each other.
 
 mod common;
 
@@ -21,6 +22,8 @@ fn bench_reports_throughput_latency_and_memory() {
             "40",
             "--latency-seconds",
             "1",
+            "--repeat",
+            "2",
         ])
         .output()
         .expect("run emogate bench");
@@ -28,9 +31,26 @@ fn bench_reports_throughput_latency_and_memory() {
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
     let num = |key: &str| report[key].as_f64().unwrap_or_else(|| panic!("no number `{key}` in {report}"));
 
-    let (raw, e2e) = (num("raw_records_per_sec"), num("e2e_records_per_sec"));
-    assert!(raw > 0.0 && e2e > 0.0, "{report}");
-    assert!((num("e2e_to_raw_ratio") - e2e / raw).abs() < 1e-9, "{report}");
+    let runs = |key: &str| -> Vec<f64> {
+        let v = report[key].as_array().unwrap_or_else(|| panic!("no array `{key}` in {report}"));
+        v.iter().map(|x| x.as_f64().expect("a number")).collect()
+    };
+    let (raw_runs, e2e_runs, ratios) = (runs("raw_runs"), runs("e2e_runs"), runs("e2e_to_raw_ratios"));
+    assert_eq!((raw_runs.len(), e2e_runs.len(), ratios.len()), (2, 2, 2), "{report}");
+    for i in 0..2 {
+        assert!(raw_runs[i] > 0.0 && e2e_runs[i] > 0.0, "{report}");
+        assert!((ratios[i] - e2e_runs[i] / raw_runs[i]).abs() < 1e-9, "pair {i}: {report}");
+    }
+    // Medians of two: their means.
+    let mean = |v: &[f64]| (v[0] + v[1]) / 2.0;
+    assert!((num("raw_records_per_sec") - mean(&raw_runs)).abs() < 1e-9, "{report}");
+    assert!((num("e2e_records_per_sec") - mean(&e2e_runs)).abs() < 1e-9, "{report}");
+    assert!((num("e2e_to_raw_ratio") - mean(&ratios)).abs() < 1e-9, "{report}");
+    // One session: it cannot be busy for longer than the timed window (10 ms polling slack).
+    let busy = num("e2e_model_busy");
+    assert!(busy > 0.0 && busy <= 1.05, "model busy {busy}: {report}");
+    assert!(num("e2e_batch_mean_ms") > 0.0 && num("raw_batch_mean_ms") > 0.0, "{report}");
+    assert_eq!(num("transaction_max_batches"), 8.0);
     assert_eq!(report["e2e_input"], "preproduced");
     // 40 records/s for 1 s: every record's answer was seen and timed.
     assert_eq!(num("offered_records_per_sec"), 40.0);
