@@ -286,16 +286,28 @@ async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated(
                 && a.counters.assigned_partitions() < 5
         })
         .await;
-        let revoked: u64 =
-            a.files.lock().unwrap().iter().filter(|f| f.reason == RollReason::Revoked).map(|f| f.rows).sum();
-        assert_eq!(revoked, n, "A's buffers were not all flushed on revocation");
+        // Distinct offsets, not a sum of rows: when the mock group rebalances more than once,
+        // A re-reads what it could not commit and writes those files again under the same
+        // names (overwrites, not duplicates; the final read-back checks that).
+        let revoked: BTreeSet<(String, i32, i64)> = a
+            .files
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|f| f.reason == RollReason::Revoked)
+            .flat_map(|f| {
+                (f.key.first_offset..=f.last_offset).map(move |o| (f.key.topic.clone(), f.key.partition, o))
+            })
+            .collect();
+        assert_eq!(revoked.len() as u64, n, "A's buffers were not all flushed on revocation");
         // More records, now spread over both members; shutdown writes them.
         produce(&brokers, n..n + 100, 1, &[]);
         // Each member reads its partitions from the group's committed offsets: the new records,
         // plus A's revocation files again if the mock refused the commit made on revocation
-        // (it does while the group rebalances) — those are rewritten under the same names.
+        // (it does while the group rebalances) — those are rewritten under the same names
+        // (all of A's revocation commits refused, or only some, when it rebalanced twice).
         let pending = uncommitted(&brokers);
-        assert!(pending == 100 || pending == n + 100, "{pending} uncommitted records");
+        assert!((100..=n + 100).contains(&pending), "{pending} uncommitted records");
         wait_for("A and B to read their partitions", || {
             a.counters.buffered() + b.counters.buffered() == pending
         })
