@@ -98,7 +98,9 @@ impl TrainConfig {
             kl_weight: 1.0,
             mc_train: 8,
             mc_select: 20,
-            dropout: PerAttribute { valence: 0.3, arousal: 0.2, dominance: 0.2 },
+            // The paper's 0.7 / 0.5 left the valence STL at dev CCC 0 on the synthetic corpus;
+            // valence at 0.3 failed the 60 %-coverage claim and 0.2 passes it (model card).
+            dropout: PerAttribute { valence: 0.2, arousal: 0.2, dominance: 0.2 },
             encoder_dropout: false,
             patience: 0,
             latent_sampling: true,
