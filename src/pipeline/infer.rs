@@ -13,12 +13,6 @@ use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use super::batcher::Batch;
 use crate::model::{BatchResult, ModelError, ModelPool};
 
-/// The model's answer for one batch.
-#[derive(Debug)]
-pub(crate) struct Done {
-    pub result: BatchResult,
-}
-
 /// A batch between the source and the sink.
 pub(crate) struct InFlight {
     /// Epoch of the offset book the batch was dispatched in.
@@ -26,7 +20,7 @@ pub(crate) struct InFlight {
     /// The batch; its `features` were moved into the pool when it has rows.
     pub batch: Batch,
     /// The pending answer; `None` when the batch holds only dead letters.
-    pub result: Option<oneshot::Receiver<Done>>,
+    pub result: Option<oneshot::Receiver<BatchResult>>,
     /// Released when the sink is done with the batch (backpressure on the source).
     pub permit: OwnedSemaphorePermit,
 }
@@ -35,7 +29,7 @@ pub(crate) struct InFlight {
 pub(crate) fn submit(
     pool: &Arc<ModelPool>,
     batch: &mut Batch,
-) -> Result<Option<oneshot::Receiver<Done>>, ModelError> {
+) -> Result<Option<oneshot::Receiver<BatchResult>>, ModelError> {
     if batch.rows.is_empty() {
         return Ok(None);
     }
@@ -43,7 +37,7 @@ pub(crate) fn submit(
     let (tx, rx) = oneshot::channel();
     pool.submit(features, move |result| {
         // The sink may have dropped the receiver after a rewind; the answer is then unwanted.
-        let _ = tx.send(Done { result });
+        let _ = tx.send(result);
     })?;
     Ok(Some(rx))
 }

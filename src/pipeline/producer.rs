@@ -132,12 +132,12 @@ impl Sink {
             };
             let outputs = match &done {
                 Some(done) => {
-                    self.metrics.inference_seconds.observe(done.result.run_seconds);
-                    let predictions = done.result.predictions.as_deref();
+                    self.metrics.inference_seconds.observe(done.run_seconds);
+                    let predictions = done.predictions.as_deref();
                     if let Err(e) = predictions {
                         tracing::error!(batch = batch.id, error = %e, rows = batch.rows.len(), "inference failed; dead-lettering the batch");
                     }
-                    self.router.route(&batch, &done.result.features, predictions, now_ms())
+                    self.router.route(&batch, &done.features, predictions, now_ms())
                 }
                 None => self.router.route(&batch, &[], Ok(&[]), now_ms()),
             };
