@@ -321,8 +321,8 @@ pub struct DeliveryConfig {
     /// before the batch is treated as failed (and, exactly-once, aborted and replayed).
     pub commit_timeout_ms: u64,
     /// Exactly-once: most micro-batches one transaction may hold. A transaction is committed
-    /// as soon as no further batch is waiting, so this only matters under load, where one
-    /// commit (offsets + commit round trips) per batch would otherwise stall inference.
+    /// as soon as no further batch is waiting, so this only matters under load, where it cuts
+    /// the transactions (markers, offset commits) the broker has to write.
     pub transaction_max_batches: usize,
     /// Exactly-once: longest a transaction stays open collecting batches (bounds the extra
     /// latency that sharing a transaction adds under load).

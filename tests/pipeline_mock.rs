@@ -107,9 +107,9 @@ async fn mock_exactly_once_n_in_n_out_with_dead_letters() {
     n_in_n_out(DeliveryMode::ExactlyOnce, "eos").await;
 }
 
-/// Under a backlog, exactly-once transactions collect several batches (a commit per batch
-/// would stall the model, docs/benchmarks.md) but never more than `transaction_max_batches`,
-/// and every record is still answered exactly once.
+/// Under a backlog, exactly-once transactions collect several batches (fewer transactions for
+/// the broker) but never more than `transaction_max_batches`, and every record is still
+/// answered exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_exactly_once_transactions_share_batches_under_load() {
     let topics = unique_topics("eos-share");

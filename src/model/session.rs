@@ -34,10 +34,10 @@ pub struct ModelOptions {
     /// shortens a lone `run` but keeps the cores busy between batches, which starves the Kafka
     /// client and codec threads that share them in the service.
     pub intra_op_spinning: bool,
-    /// Rows of one warm-up batch each pool session runs before it takes work (0: none). ONNX
-    /// Runtime sizes its arenas and thread pools on the first run, which is several times
-    /// slower than the next; a service warms up so its first real batch is not, and so a model
-    /// that cannot run at all fails at start-up instead of on every batch.
+    /// Rows of one warm-up batch each pool session runs before it takes work (0: none). A
+    /// session's first run is slower than the next (53 ms against about 34 ms for 64 rows of
+    /// the default model, docs/benchmarks.md); warming up keeps that off the first real batch,
+    /// and a model that cannot run at all fails at start-up instead of on every batch.
     pub warm_up_rows: usize,
 }
 
