@@ -16,7 +16,7 @@ use crate::model::{LoadedModel, ModelError, ModelOptions, ModelPool};
 #[derive(Debug, Clone)]
 pub struct RawBenchConfig {
     pub batch: usize,
-    /// Records to time (rounded up to whole batches); one extra batch warms up first.
+    /// Records to time (rounded up to whole batches); each session runs one warm-up batch first.
     pub records: usize,
     pub workers: usize,
     pub options: ModelOptions,
@@ -49,10 +49,11 @@ pub fn raw_inference(model: &LoadedModel, config: &RawBenchConfig) -> Result<Raw
     let batch = config.batch.max(1);
     let dims = model.manifest.feature_dims;
     let workers = config.workers.max(1);
-    let pool = ModelPool::new(model, &config.options, workers, workers)?;
+    // Every session warms up with one batch before the clock starts, as in the service.
+    let options = ModelOptions { warm_up_rows: batch, ..config.options.clone() };
+    let pool = ModelPool::new(model, &options, workers, workers)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(config.seed);
     let template: Vec<f32> = (0..batch * dims).map(|_| rng.random_range(-2.0f32..2.0)).collect();
-    pool.infer(template.clone())?.predictions?;
 
     let batches = config.records.div_ceil(batch).max(1);
     let (tx, rx) = std::sync::mpsc::channel();

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use emogate::bench::{median, peak_rss_mb, raw_inference, RawBenchConfig};
+use emogate::bench::{median, peak_rss_mb, raw_inference, RawBenchConfig, RawBenchResult};
 use emogate::codec::Framing;
 use emogate::config::{Config, DeliveryMode};
 use emogate::model::{LoadedModel, ModelOptions, ProviderChoice};
@@ -377,15 +377,18 @@ fn bench(args: BenchArgs) -> Result<()> {
         };
         pairs.push((raw, e2e));
     }
-    let raw_rates: Vec<f64> = pairs.iter().map(|(raw, _)| raw.records_per_sec).collect();
+    // One figure per raw run, and per raw/end-to-end pair; the report gives their medians.
+    let per_raw =
+        |f: &dyn Fn(&RawBenchResult) -> f64| -> Vec<f64> { pairs.iter().map(|(r, _)| f(r)).collect() };
+    let raw_rates = per_raw(&|r| r.records_per_sec);
     let raw_rate = median(&raw_rates);
     let raw = &pairs[0].0;
     let mut report = serde_json::json!({
         "model": loaded.manifest.model_ref(),
         "raw_records_per_sec": raw_rate,
         "raw_runs": raw_rates,
-        "raw_batch_p50_ms": median(&pairs.iter().map(|(r, _)| r.batch_p50_ms).collect::<Vec<_>>()),
-        "raw_batch_p99_ms": median(&pairs.iter().map(|(r, _)| r.batch_p99_ms).collect::<Vec<_>>()),
+        "raw_batch_p50_ms": median(&per_raw(&|r| r.batch_p50_ms)),
+        "raw_batch_p99_ms": median(&per_raw(&|r| r.batch_p99_ms)),
         "records": raw.records,
         "batch": args.batch,
         "workers": args.workers,
@@ -405,12 +408,11 @@ fn bench(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let e2e_runs: Vec<&demo::DemoSummary> = pairs.iter().filter_map(|(_, e2e)| e2e.as_ref()).collect();
-    let e2e_rates: Vec<f64> = e2e_runs.iter().map(|e| e.records_per_sec()).collect();
-    let ratios: Vec<f64> = pairs
-        .iter()
-        .filter_map(|(raw, e2e)| e2e.as_ref().map(|e| e.records_per_sec() / raw.records_per_sec))
-        .collect();
+    let per_pair = |f: &dyn Fn(&RawBenchResult, &demo::DemoSummary) -> f64| -> Vec<f64> {
+        pairs.iter().filter_map(|(r, e2e)| e2e.as_ref().map(|e| f(r, e))).collect()
+    };
+    let e2e_rates = per_pair(&|_, e| e.records_per_sec());
+    let ratios = per_pair(&|r, e| e.records_per_sec() / r.records_per_sec);
     let e2e_rate = median(&e2e_rates);
     report["e2e_input"] = format!("{input:?}").to_lowercase().into();
     report["e2e_records_per_sec"] = e2e_rate.into();
@@ -420,13 +422,10 @@ fn bench(args: BenchArgs) -> Result<()> {
     // Where the end-to-end time goes: the share of the timed window the model was running, and
     // its mean batch time next to the raw run's (slower batches = contention for the cores;
     // a low share = the model waited for input or for the sink).
-    let busy: Vec<f64> = e2e_runs.iter().map(|e| e.inference_seconds / e.seconds.max(1e-9)).collect();
-    report["e2e_model_busy"] = median(&busy).into();
-    let e2e_batch_ms: Vec<f64> =
-        e2e_runs.iter().map(|e| 1e3 * e.inference_seconds / e.inference_batches.max(1) as f64).collect();
+    report["e2e_model_busy"] = median(&per_pair(&|_, e| e.inference_seconds / e.seconds.max(1e-9))).into();
+    let e2e_batch_ms = per_pair(&|_, e| 1e3 * e.inference_seconds / e.inference_batches.max(1) as f64);
     report["e2e_batch_mean_ms"] = median(&e2e_batch_ms).into();
-    let raw_batch_ms: Vec<f64> = pairs.iter().map(|(raw, _)| raw.batch_mean_ms()).collect();
-    report["raw_batch_mean_ms"] = median(&raw_batch_ms).into();
+    report["raw_batch_mean_ms"] = median(&per_raw(&|r| r.batch_mean_ms())).into();
     report["max_wait_ms"] = args.max_wait_ms.into();
     report["transaction_max_batches"] = args.transaction_max_batches.into();
     // Latency at a fixed offered load (default half the end-to-end maximum just measured).
