@@ -146,6 +146,11 @@ struct BenchArgs {
     /// data arrives as a real broker does, which put a 0–500 ms floor under every latency.
     #[arg(long = "property", short = 'X', value_parser = parse_property)]
     properties: Vec<(String, String)>,
+    /// librdkafka property for the producer of the end-to-end runs' input, the upstream the
+    /// bench stands in for, `name=value` (repeatable); e.g. `compression.type=zstd` to measure
+    /// what a compressing upstream costs the infer stage's consumer.
+    #[arg(long = "input-property", value_parser = parse_property)]
+    input_properties: Vec<(String, String)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -359,6 +364,7 @@ fn bench(args: BenchArgs) -> Result<()> {
         transaction_max_batches: args.transaction_max_batches,
         input,
         properties: properties.clone(),
+        input_properties: args.input_properties.clone(),
         ..DemoOptions::default()
     };
     let rt = runtime()?;
@@ -415,6 +421,8 @@ fn bench(args: BenchArgs) -> Result<()> {
     let ratios = per_pair(&|r, e| e.records_per_sec() / r.records_per_sec);
     let e2e_rate = median(&e2e_rates);
     report["e2e_input"] = format!("{input:?}").to_lowercase().into();
+    report["e2e_input_properties"] =
+        args.input_properties.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().into();
     report["e2e_records_per_sec"] = e2e_rate.into();
     report["e2e_runs"] = e2e_rates.into();
     report["e2e_to_raw_ratio"] = median(&ratios).into();

@@ -17,9 +17,9 @@ use emogate::archive::{
     run_archive_stage, ArchiveConfig, ArchiveCounters, ArchiveKafka, ArchiveMetrics, ArchiveSummary, FileKey,
     RollReason, WrittenFile,
 };
+use emogate::pipeline::cluster::MockKafka;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
@@ -146,7 +146,8 @@ fn row_keys(out: &Value) -> Vec<(String, i64, i64)> {
 
 #[tokio::test]
 async fn stage_archives_each_record_once_commits_to_the_end_and_resumes() {
-    let cluster = MockCluster::new(1).unwrap();
+    let kafka = MockKafka::new(1).unwrap();
+    let cluster = kafka.cluster();
     for (topic, n) in TOPICS {
         cluster.create_topic(topic, n, 1).unwrap();
     }
@@ -245,7 +246,8 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated() {
-    let cluster = MockCluster::new(1).unwrap();
+    let kafka = MockKafka::new(1).unwrap();
+    let cluster = kafka.cluster();
     for (topic, n) in TOPICS {
         cluster.create_topic(topic, n, 1).unwrap();
     }
@@ -352,7 +354,8 @@ impl emogate::archive::ArchiveSink for RefusingSink {
 
 #[tokio::test]
 async fn a_file_that_cannot_be_stored_stops_the_stage_and_commits_nothing() {
-    let cluster = MockCluster::new(1).unwrap();
+    let kafka = MockKafka::new(1).unwrap();
+    let cluster = kafka.cluster();
     for (topic, n) in TOPICS {
         cluster.create_topic(topic, n, 1).unwrap();
     }

@@ -16,9 +16,8 @@ mod pipeline_support;
 use std::time::Duration;
 
 use emogate::config::DeliveryMode;
-use emogate::pipeline::cluster;
+use emogate::pipeline::cluster::{self, MockKafka};
 use emogate::pipeline::router::{HEADER_ERROR, HEADER_ERROR_DETAIL, HEADER_INPUT, HEADER_MODEL};
-use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use pipeline_support::*;
@@ -27,13 +26,13 @@ const GOOD: usize = 240;
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 struct Mock {
-    mock: MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    mock: MockKafka,
     brokers: String,
 }
 
 fn mock_with_topics(topics: &emogate::config::TopicsConfig) -> Mock {
-    let mock = MockCluster::new(1).unwrap();
-    cluster::create_topics(&mock, topics, PARTITIONS).unwrap();
+    let mock = MockKafka::new(1).unwrap();
+    cluster::create_topics(&mock.cluster(), topics, PARTITIONS).unwrap();
     let brokers = mock.bootstrap_servers();
     Mock { mock, brokers }
 }
@@ -183,7 +182,9 @@ async fn mock_failed_transactions_rewind_and_lose_nothing() {
     let stage = start(config);
     let metrics = stage.metrics.clone();
     wait_for("some output", TIMEOUT, || metrics.records_out() >= 32).await;
-    m.mock.request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3]);
+    m.mock
+        .cluster()
+        .request_errors(RDKafkaApiKey::Produce, &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_INVALID_RECORD; 3]);
     wait_for("an aborted transaction", TIMEOUT, || metrics.transactions_aborted.get() >= 1).await;
     assert!(metrics.rewinds.get() >= 1);
     wait_for("all records answered", TIMEOUT, || {

@@ -10,12 +10,55 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{BaseProducer, DefaultProducerContext, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::error::PipelineError;
 use crate::config::TopicsConfig;
+
+/// An in-process librdkafka mock cluster whose consumer groups form at once.
+///
+/// `MockCluster::new` keeps librdkafka's default initial rebalance delay of 3 s (the broker's
+/// `group.initial.rebalance.delay.ms`), so every group's first join sat idle for 3 s: in the
+/// demo, in each `emogate bench` end-to-end run between the raw run and the timed window, and
+/// in every mock-cluster test. Here the cluster lives inside a client of its own
+/// (`test.mock.num.brokers`) and the delay is set to 0, which rdkafka's wrapper does not expose.
+/// Later joins still rebalance as a real broker does.
+pub struct MockKafka {
+    /// Owns the mock cluster: it lives as long as this client.
+    client: BaseProducer,
+}
+
+impl MockKafka {
+    /// Starts a cluster of `brokers` brokers.
+    pub fn new(brokers: i32) -> Result<Self, PipelineError> {
+        let client: BaseProducer = ClientConfig::new()
+            .set("test.mock.num.brokers", brokers.to_string())
+            .create()
+            .map_err(PipelineError::kafka("start mock cluster"))?;
+        // SAFETY: the handle is the live client's own mock cluster (checked non-null), and the
+        // call only stores the delay under the cluster's lock.
+        unsafe {
+            let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(client.client().native_ptr());
+            if cluster.is_null() {
+                return Err(PipelineError::Fatal("librdkafka created no mock cluster".into()));
+            }
+            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
+        }
+        Ok(MockKafka { client })
+    }
+
+    /// The cluster, for creating topics and injecting faults.
+    pub fn cluster(&self) -> MockCluster<'_, DefaultProducerContext> {
+        self.client.client().mock_cluster().expect("the client was created with a mock cluster")
+    }
+
+    /// `bootstrap.servers` of the cluster.
+    pub fn bootstrap_servers(&self) -> String {
+        self.cluster().bootstrap_servers()
+    }
+}
 
 /// Creates the pipeline's topics on a mock cluster (its CreateTopics API is not supported;
 /// auto-created topics would get a default partition count).

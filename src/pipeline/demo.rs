@@ -14,9 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::mocking::MockCluster;
-
-use super::cluster::{self, KeyedPayload, ReadBack};
+use super::cluster::{self, KeyedPayload, MockKafka, ReadBack};
 use super::error::PipelineError;
 use super::latency::{self, LatencyReport, Origin};
 use super::shutdown;
@@ -79,6 +77,9 @@ pub struct DemoOptions {
     pub input: InputMode,
     /// Extra librdkafka properties for the infer stage's clients (`kafka.properties`).
     pub properties: Vec<(String, String)>,
+    /// Extra librdkafka properties for the producer of the input, the upstream the demo
+    /// stands in for (e.g. `compression.type`, whose cost the infer stage's consumer pays).
+    pub input_properties: Vec<(String, String)>,
 }
 
 impl Default for DemoOptions {
@@ -104,6 +105,7 @@ impl Default for DemoOptions {
             transaction_max_batches: crate::config::DeliveryConfig::default().transaction_max_batches,
             input: InputMode::Live,
             properties: Vec::new(),
+            input_properties: Vec::new(),
         }
     }
 }
@@ -294,7 +296,7 @@ pub type ExtraStages = Box<dyn FnOnce(&StageContext) -> Vec<(&'static str, Stage
 
 /// Runs the demo end to end.
 pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSummary, PipelineError> {
-    let mock = MockCluster::new(1).map_err(PipelineError::kafka("start mock cluster"))?;
+    let mock = MockKafka::new(1)?;
     let brokers = mock.bootstrap_servers();
     let mut config = demo_config(&brokers, &options);
 
@@ -333,9 +335,10 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         }
         InputMode::Live | InputMode::Paced(_) => options.partitions,
     };
-    cluster::create_topics(&mock, &config.kafka.topics, partitions)?;
+    cluster::create_topics(&mock.cluster(), &config.kafka.topics, partitions)?;
     if options.input == InputMode::Preproduced {
-        cluster::produce_all(&brokers, &config.kafka.topics.input, &messages, &[]).await?;
+        cluster::produce_all(&brokers, &config.kafka.topics.input, &messages, &options.input_properties)
+            .await?;
     }
 
     let config = Arc::new(config);
@@ -379,8 +382,9 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         let topic = config.kafka.topics.input.clone();
         let origin = Arc::clone(&origin);
         let input = options.input;
+        let input_properties = options.input_properties.clone();
         tokio::spawn(async move {
-            let producer = cluster::producer(&brokers, &[])?;
+            let producer = cluster::producer(&brokers, &input_properties)?;
             match input {
                 InputMode::Preproduced => Ok(None),
                 // Produced while the stage runs, like a live stream, keeping the backlog under
