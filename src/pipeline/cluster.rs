@@ -81,15 +81,20 @@ pub fn create_topics(
 /// A message to produce: key and value.
 pub type KeyedPayload = (Option<Vec<u8>>, Vec<u8>);
 
-/// An idempotent producer (acknowledged by all replicas) for test and demo traffic. `extra`
-/// properties are applied after the defaults (SASL/TLS).
+/// An idempotent producer (acknowledged by all replicas) of feature records for the demo, the
+/// bench, `emogate produce` and the tests. `extra` properties are applied after the defaults
+/// (SASL/TLS, or `compression.type`).
+///
+/// Uncompressed by default: float feature vectors barely compress (zstd level 3 saved 7.6 % of
+/// the synthetic corpus's bytes, lz4 nothing), while decompressing them cost the infer stage's
+/// consumer 1.3–1.5 % of the process's CPU, taken from the model's cores (docs/benchmarks.md).
 pub fn producer(brokers: &str, extra: &[(String, String)]) -> Result<FutureProducer, PipelineError> {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", brokers)
         .set("enable.idempotence", "true")
         .set("linger.ms", "5")
-        .set("compression.type", "zstd");
+        .set("compression.type", "none");
     for (k, v) in extra {
         config.set(k, v);
     }

@@ -10,8 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
-use rdkafka::config::ClientConfig;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
 use super::error::PipelineError;
@@ -174,16 +173,7 @@ fn read_npy_f32(path: &Path) -> Result<(Vec<f32>, usize, usize), PipelineError> 
 
 /// Sends the records, paced to `rate` when given.
 pub async fn produce(options: &ProduceOptions) -> Result<ProduceReport, PipelineError> {
-    let mut config = ClientConfig::new();
-    config
-        .set("bootstrap.servers", &options.brokers)
-        .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
-        .set("compression.type", "zstd");
-    for (k, v) in &options.properties {
-        config.set(k, v);
-    }
-    let producer: FutureProducer = config.create().map_err(PipelineError::kafka("create producer"))?;
+    let producer = super::cluster::producer(&options.brokers, &options.properties)?;
     let now_ms = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut records: Box<dyn Iterator<Item = FeatureRecord>> = match &options.source {
         RecordSource::Synthetic { count, dims, seed } => {
