@@ -117,6 +117,23 @@ pub fn median(values: &[f64]) -> f64 {
     }
 }
 
+/// Each end-to-end rate over the mean of the raw rates measured just before and just after it
+/// (`raw` has one more entry than `e2e`; extra raw runs are ignored, a missing closing one
+/// leaves the last ratio unbracketed).
+///
+/// Why bracketed: on a shared VM the cores' speed drifts by ±10–20 % within seconds, so a raw
+/// run taken only before the end-to-end run mixes that drift into the ratio; averaging both
+/// neighbours cancels a linear drift and halves the variance of independent noise.
+pub fn bracketed_ratios(raw: &[f64], e2e: &[f64]) -> Vec<f64> {
+    e2e.iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let neighbours: Vec<f64> = raw.iter().skip(i).take(2).copied().collect();
+            e / (neighbours.iter().sum::<f64>() / neighbours.len().max(1) as f64)
+        })
+        .collect()
+}
+
 /// Peak resident set size of this process in MiB (`VmHWM`), when the OS reports it.
 pub fn peak_rss_mb() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
@@ -145,6 +162,19 @@ mod tests {
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
         assert_eq!(median(&[f64::INFINITY, 1.0, 0.5]), 1.0);
         assert_eq!(median(&[]), 0.0);
+    }
+
+    #[test]
+    fn ratios_are_bracketed_by_the_raw_runs_on_either_side() {
+        // Raw speed drifts up linearly; each e2e run sits halfway and runs at 90 % of it.
+        let raw = [1000.0, 1200.0, 1400.0];
+        let e2e = [990.0, 1170.0];
+        let ratios = bracketed_ratios(&raw, &e2e);
+        assert_eq!(ratios.len(), 2);
+        assert!((ratios[0] - 0.9).abs() < 1e-12 && (ratios[1] - 0.9).abs() < 1e-12, "{ratios:?}");
+        // Without the closing raw run the last ratio uses the raw run before it alone.
+        assert_eq!(bracketed_ratios(&[1000.0], &[900.0]), vec![0.9]);
+        assert!(bracketed_ratios(&raw, &[]).is_empty());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use emogate::bench::{median, peak_rss_mb, raw_inference, RawBenchConfig, RawBenchResult};
+use emogate::bench::{bracketed_ratios, median, peak_rss_mb, raw_inference, RawBenchConfig, RawBenchResult};
 use emogate::codec::Framing;
 use emogate::config::{Config, DeliveryMode};
 use emogate::model::{LoadedModel, ModelOptions, ProviderChoice};
@@ -96,9 +96,10 @@ struct BenchArgs {
     model: Option<PathBuf>,
     #[arg(long, default_value_t = 2048)]
     records: usize,
-    /// Raw and end-to-end runs, alternated this many times; the report gives their medians and
-    /// the median of the per-pair ratios (this VM's run-to-run noise is ±25 %, so one pair
-    /// proves little).
+    /// Raw and end-to-end runs, alternated this many times and closed by one more raw run; the
+    /// report gives their medians and the median of the ratios of each end-to-end run to the
+    /// mean of the raw runs on either side of it (this VM's run-to-run noise is ±25 %, so one
+    /// pair proves little).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     #[arg(long, default_value_t = 64)]
@@ -374,21 +375,24 @@ fn bench(args: BenchArgs) -> Result<()> {
         E2eInput::Preproduced => InputMode::Preproduced,
         E2eInput::Live => InputMode::Live,
     };
-    let mut pairs = Vec::new();
+    // Raw and end-to-end runs alternate, and a closing raw run follows the last end-to-end run,
+    // so each end-to-end run is bracketed by raw runs (see `bracketed_ratios`).
+    let mut raws = Vec::new();
+    let mut e2es = Vec::new();
     for _ in 0..args.repeat.max(1) {
-        let raw = raw_inference(&loaded, &config).context("raw inference benchmark")?;
-        let e2e = match args.raw_only {
-            true => None,
-            false => Some(run(e2e_options(args.records, input)).context("end-to-end benchmark")?),
-        };
-        pairs.push((raw, e2e));
+        raws.push(raw_inference(&loaded, &config).context("raw inference benchmark")?);
+        if !args.raw_only {
+            e2es.push(run(e2e_options(args.records, input)).context("end-to-end benchmark")?);
+        }
     }
-    // One figure per raw run, and per raw/end-to-end pair; the report gives their medians.
-    let per_raw =
-        |f: &dyn Fn(&RawBenchResult) -> f64| -> Vec<f64> { pairs.iter().map(|(r, _)| f(r)).collect() };
+    if !args.raw_only {
+        raws.push(raw_inference(&loaded, &config).context("closing raw inference benchmark")?);
+    }
+    // One figure per raw run, and per end-to-end run; the report gives their medians.
+    let per_raw = |f: &dyn Fn(&RawBenchResult) -> f64| -> Vec<f64> { raws.iter().map(f).collect() };
     let raw_rates = per_raw(&|r| r.records_per_sec);
     let raw_rate = median(&raw_rates);
-    let raw = &pairs[0].0;
+    let raw = &raws[0];
     let mut report = serde_json::json!({
         "model": loaded.manifest.model_ref(),
         "raw_records_per_sec": raw_rate,
@@ -414,11 +418,9 @@ fn bench(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
-    let per_pair = |f: &dyn Fn(&RawBenchResult, &demo::DemoSummary) -> f64| -> Vec<f64> {
-        pairs.iter().filter_map(|(r, e2e)| e2e.as_ref().map(|e| f(r, e))).collect()
-    };
-    let e2e_rates = per_pair(&|_, e| e.records_per_sec());
-    let ratios = per_pair(&|r, e| e.records_per_sec() / r.records_per_sec);
+    let per_e2e = |f: &dyn Fn(&demo::DemoSummary) -> f64| -> Vec<f64> { e2es.iter().map(f).collect() };
+    let e2e_rates = per_e2e(&|e| e.records_per_sec());
+    let ratios = bracketed_ratios(&raw_rates, &e2e_rates);
     let e2e_rate = median(&e2e_rates);
     report["e2e_input"] = format!("{input:?}").to_lowercase().into();
     report["e2e_input_properties"] =
@@ -430,8 +432,8 @@ fn bench(args: BenchArgs) -> Result<()> {
     // Where the end-to-end time goes: the share of the timed window the model was running, and
     // its mean batch time next to the raw run's (slower batches = contention for the cores;
     // a low share = the model waited for input or for the sink).
-    report["e2e_model_busy"] = median(&per_pair(&|_, e| e.inference_seconds / e.seconds.max(1e-9))).into();
-    let e2e_batch_ms = per_pair(&|_, e| 1e3 * e.inference_seconds / e.inference_batches.max(1) as f64);
+    report["e2e_model_busy"] = median(&per_e2e(&|e| e.inference_seconds / e.seconds.max(1e-9))).into();
+    let e2e_batch_ms = per_e2e(&|e| 1e3 * e.inference_seconds / e.inference_batches.max(1) as f64);
     report["e2e_batch_mean_ms"] = median(&e2e_batch_ms).into();
     report["raw_batch_mean_ms"] = median(&per_raw(&|r| r.batch_mean_ms())).into();
     report["max_wait_ms"] = args.max_wait_ms.into();
