@@ -33,7 +33,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TANSU := $(CACHE)/bin/tansu
 export EMOGATE_TANSU ?= $(TANSU)
 
-.PHONY: deps system-deps build demo test test-deploy test-slow bench lint default-model fixture-model evaluate clean-cache
+.PHONY: deps system-deps build demo test test-deploy test-slow test-gpu test-gpu-run bench lint default-model fixture-model evaluate clean-cache
 
 ## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
 ## test references and the Tansu test broker into .cache/
@@ -91,6 +91,16 @@ ifdef EMOGATE_TEST_BROKERS
 else
 	@echo "test-slow: set EMOGATE_TEST_BROKERS=host:port to run the exactly-once tests that need a Kafka cluster"
 endif
+
+## test-gpu: on a machine with an NVIDIA GPU and CUDA 12 (not part of `make test`): the CUDA build
+## against onnxruntime-gpu, tests/model_gpu.rs (CUDA gives the CPU provider's answers, `auto` picks
+## CUDA and the bench report says so) and the model tests, then `emogate bench` on the GPU
+GPU_MAKE := $(MAKE) ORT_VERSION=1.26.0 ORT_PACKAGE=onnxruntime-gpu CARGO_FEATURES=cuda
+test-gpu:
+	$(GPU_MAKE) test-gpu-run
+test-gpu-run: deps
+	cargo test $(TEST_FLAGS) --test model_gpu --test model_inference
+	cargo run $(CARGO_FLAGS) -- bench --model models/default --execution-provider cuda --latency-seconds 0
 
 ## bench: criterion benchmarks
 bench: deps
