@@ -121,9 +121,10 @@ pub fn median(values: &[f64]) -> f64 {
 /// (`raw` has one more entry than `e2e`; extra raw runs are ignored, a missing closing one
 /// leaves the last ratio unbracketed).
 ///
-/// Why bracketed: on a shared VM the cores' speed drifts by ±10–20 % within seconds, so a raw
-/// run taken only before the end-to-end run mixes that drift into the ratio; averaging both
-/// neighbours cancels a linear drift and halves the variance of independent noise.
+/// Why bracketed: on a shared VM the cores' speed drifts within seconds (two adjacent raw runs
+/// differed with a standard deviation of 13 %, docs/benchmarks.md), so a raw run taken only
+/// before the end-to-end run mixes that drift into the ratio; averaging both neighbours cancels
+/// a linear drift and halves the variance of the raw side's independent noise.
 pub fn bracketed_ratios(raw: &[f64], e2e: &[f64]) -> Vec<f64> {
     e2e.iter()
         .enumerate()

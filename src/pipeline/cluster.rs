@@ -86,8 +86,9 @@ pub type KeyedPayload = (Option<Vec<u8>>, Vec<u8>);
 /// (SASL/TLS, or `compression.type`).
 ///
 /// Uncompressed by default: float feature vectors barely compress (zstd level 3 saved 7.6 % of
-/// the synthetic corpus's bytes, lz4 nothing), while decompressing them cost the infer stage's
-/// consumer 1.3–1.5 % of the process's CPU, taken from the model's cores (docs/benchmarks.md).
+/// the synthetic corpus's bytes, lz4 nothing), while decompressing them raised the infer
+/// stage's consumer thread from 1.9–2.2 % to 3.5–3.6 % of the process's CPU, taken from the
+/// model's cores (docs/benchmarks.md).
 pub fn producer(brokers: &str, extra: &[(String, String)]) -> Result<FutureProducer, PipelineError> {
     let mut config = ClientConfig::new();
     config
