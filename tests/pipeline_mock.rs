@@ -15,9 +15,10 @@ mod pipeline_support;
 
 use std::time::Duration;
 
-use emogate::config::DeliveryMode;
-use emogate::pipeline::cluster::{self, MockKafka};
+use emogate::config::{DeliveryMode, TopicsConfig};
+use emogate::pipeline::cluster::{self, KeyedPayload, MockKafka};
 use emogate::pipeline::router::{HEADER_ERROR, HEADER_ERROR_DETAIL, HEADER_INPUT, HEADER_MODEL};
+use emogate::pipeline::synthetic::BadMessage;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use pipeline_support::*;
@@ -30,18 +31,20 @@ struct Mock {
     brokers: String,
 }
 
-fn mock_with_topics(topics: &emogate::config::TopicsConfig) -> Mock {
+/// A mock cluster with the pipeline's topics (named after `tag`), and `GOOD` good records (from
+/// `seed`) plus the deliberately bad ones already produced to the input topic.
+async fn mock_with_input(tag: &str, seed: u64) -> (Mock, TopicsConfig, Vec<KeyedPayload>, Vec<BadMessage>) {
+    let topics = unique_topics(tag);
     let mock = MockKafka::new(1).unwrap();
-    cluster::create_topics(&mock.cluster(), topics, PARTITIONS).unwrap();
+    cluster::create_topics(&mock.cluster(), &topics, PARTITIONS).unwrap();
     let brokers = mock.bootstrap_servers();
-    Mock { mock, brokers }
+    let (messages, bad) = input_messages(GOOD, seed);
+    cluster::produce_all(&brokers, &topics.input, &messages, &[]).await.unwrap();
+    (Mock { mock, brokers }, topics, messages, bad)
 }
 
 async fn n_in_n_out(mode: DeliveryMode, tag: &str) {
-    let topics = unique_topics(tag);
-    let m = mock_with_topics(&topics);
-    let (messages, bad) = input_messages(GOOD, 11);
-    cluster::produce_all(&m.brokers, &topics.input, &messages, &[]).await.unwrap();
+    let (m, topics, messages, bad) = mock_with_input(tag, 11).await;
 
     let stage = start(test_config(&m.brokers, &topics, &format!("g-{tag}"), mode));
     let metrics = stage.metrics.clone();
@@ -111,10 +114,7 @@ async fn mock_exactly_once_n_in_n_out_with_dead_letters() {
 /// answered exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_exactly_once_transactions_share_batches_under_load() {
-    let topics = unique_topics("eos-share");
-    let m = mock_with_topics(&topics);
-    let (messages, bad) = input_messages(GOOD, 14);
-    cluster::produce_all(&m.brokers, &topics.input, &messages, &[]).await.unwrap();
+    let (m, topics, messages, bad) = mock_with_input("eos-share", 14).await;
 
     let mut config = test_config(&m.brokers, &topics, "g-eos-share", DeliveryMode::ExactlyOnce);
     config.batch.max_records = 8;
@@ -143,10 +143,7 @@ async fn mock_exactly_once_transactions_share_batches_under_load() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_restart_mid_stream_at_least_once() {
     let (mode, tag) = (DeliveryMode::AtLeastOnce, "restart-alo");
-    let topics = unique_topics(tag);
-    let m = mock_with_topics(&topics);
-    let (messages, bad) = input_messages(GOOD, 12);
-    cluster::produce_all(&m.brokers, &topics.input, &messages, &[]).await.unwrap();
+    let (m, topics, messages, bad) = mock_with_input(tag, 12).await;
     let group = format!("g-{tag}");
 
     let mut config = test_config(&m.brokers, &topics, &group, mode);
@@ -172,10 +169,7 @@ async fn mock_restart_mid_stream_at_least_once() {
 /// record is still answered once the broker recovers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_failed_transactions_rewind_and_lose_nothing() {
-    let topics = unique_topics("abort");
-    let m = mock_with_topics(&topics);
-    let (messages, bad) = input_messages(GOOD, 13);
-    cluster::produce_all(&m.brokers, &topics.input, &messages, &[]).await.unwrap();
+    let (m, topics, messages, bad) = mock_with_input("abort", 13).await;
 
     let mut config = test_config(&m.brokers, &topics, "g-abort", DeliveryMode::ExactlyOnce);
     config.batch.max_records = 16;
