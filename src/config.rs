@@ -756,41 +756,25 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        assert_eq!(key_of(parse("[batch]\nmax_records = 0", &[]).unwrap_err()), "batch.max_records");
-        assert_eq!(key_of(parse("[batch]\nmax_wait_ms = 0", &[]).unwrap_err()), "batch.max_wait_ms");
-        assert_eq!(key_of(parse("[policy]\ncoverage = 1.5", &[]).unwrap_err()), "policy.coverage");
-        assert_eq!(key_of(parse("[model]\nworkers = 0", &[]).unwrap_err()), "model.workers");
-        assert_eq!(
-            key_of(parse("[kafka.topics]\ndlq = \"emotion.accepted\"", &[]).unwrap_err()),
-            "kafka.topics.dlq"
-        );
-        assert_eq!(
-            key_of(parse("[kafka.topics]\ninput = \"emotion.dlq\"", &[]).unwrap_err()),
-            "kafka.topics.input"
-        );
-        assert_eq!(
-            key_of(
-                parse("[policy.thresholds]\nvalence = -1.0\narousal = 1\ndominance = 1", &[]).unwrap_err()
+        for (toml, key) in [
+            ("[batch]\nmax_records = 0", "batch.max_records"),
+            ("[batch]\nmax_wait_ms = 0", "batch.max_wait_ms"),
+            ("[policy]\ncoverage = 1.5", "policy.coverage"),
+            ("[model]\nworkers = 0", "model.workers"),
+            ("[kafka.topics]\ndlq = \"emotion.accepted\"", "kafka.topics.dlq"),
+            ("[kafka.topics]\ninput = \"emotion.dlq\"", "kafka.topics.input"),
+            ("[policy.thresholds]\nvalence = -1.0\narousal = 1\ndominance = 1", "policy.thresholds.valence"),
+            (
+                "[kafka.properties]\n\"enable.auto.commit\" = \"true\"",
+                "kafka.properties.\"enable.auto.commit\"",
             ),
-            "policy.thresholds.valence"
-        );
-        assert_eq!(
-            key_of(parse("[kafka.properties]\n\"enable.auto.commit\" = \"true\"", &[]).unwrap_err()),
-            "kafka.properties.\"enable.auto.commit\""
-        );
-        assert_eq!(
-            key_of(parse("[archive]\ngroup_id = \"emogate-infer\"", &[]).unwrap_err()),
-            "archive.group_id"
-        );
-        assert_eq!(key_of(parse("[archive]\nroll_rows = 0", &[]).unwrap_err()), "archive.roll_rows");
-        assert_eq!(
-            key_of(parse("[delivery]\ntransaction_max_batches = 0", &[]).unwrap_err()),
-            "delivery.transaction_max_batches"
-        );
-        assert_eq!(
-            key_of(parse("[delivery]\ntransaction_max_ms = 40000", &[]).unwrap_err()),
-            "delivery.transaction_max_ms"
-        );
+            ("[archive]\ngroup_id = \"emogate-infer\"", "archive.group_id"),
+            ("[archive]\nroll_rows = 0", "archive.roll_rows"),
+            ("[delivery]\ntransaction_max_batches = 0", "delivery.transaction_max_batches"),
+            ("[delivery]\ntransaction_max_ms = 40000", "delivery.transaction_max_ms"),
+        ] {
+            assert_eq!(key_of(parse(toml, &[]).unwrap_err()), key, "{toml}");
+        }
         let err = parse("[policy]\ndecision = \"most\"", &[]).unwrap_err().to_string();
         assert!(err.contains("most"), "{err}");
     }
