@@ -258,8 +258,11 @@ impl Sink {
         match committed {
             Ok(()) => {
                 let txn = open.take().expect("checked above");
-                for batch in &txn.batches {
-                    self.book.lock().complete(batch.id);
+                {
+                    let mut book = self.book.lock();
+                    for batch in &txn.batches {
+                        book.complete(batch.id);
+                    }
                 }
                 for batch in &txn.batches {
                     self.account(&batch.outputs);
