@@ -98,8 +98,8 @@ struct BenchArgs {
     records: usize,
     /// Raw and end-to-end runs, alternated this many times and closed by one more raw run; the
     /// report gives their medians and the median of the ratios of each end-to-end run to the
-    /// mean of the raw runs on either side of it (this VM's run-to-run noise is ±25 %, so one
-    /// pair proves little).
+    /// mean of the raw runs on either side of it (on a shared VM, consecutive runs differed by
+    /// up to ±25 %, docs/benchmarks.md, so one pair proves little).
     #[arg(long, default_value_t = 1)]
     repeat: usize,
     #[arg(long, default_value_t = 64)]
