@@ -21,7 +21,7 @@ pub mod session;
 
 pub use error::ModelError;
 pub use manifest::{CoverageThresholds, Manifest, NoiseBank, TrainingInfo};
-pub use pool::{BatchResult, ModelPool};
+pub use pool::{BatchResult, ModelPool, TrySubmitError};
 pub use prediction::{AttributeOutput, Prediction};
 pub use provider::{ActiveProvider, ProviderChoice, ProviderKind};
 pub use session::{InferenceSession, LoadedModel, Model, ModelOptions};

@@ -29,6 +29,15 @@ pub struct BatchResult {
     pub run_seconds: f64,
 }
 
+/// Why [`ModelPool::try_submit`] did not queue a batch.
+#[derive(Debug)]
+pub enum TrySubmitError {
+    /// Every worker is busy and the queue is full; the batch's features are handed back.
+    Full(Vec<f32>),
+    /// The pool has shut down.
+    Closed,
+}
+
 type Reply = Box<dyn FnOnce(BatchResult) + Send + 'static>;
 
 struct Job {
@@ -115,6 +124,21 @@ impl ModelPool {
     ) -> Result<(), ModelError> {
         let sender = self.sender.as_ref().ok_or(ModelError::PoolClosed)?;
         sender.send(Job { features, reply: Box::new(reply) }).map_err(|_| ModelError::PoolClosed)
+    }
+
+    /// Queues a batch without blocking: when the queue is full the features come back in
+    /// [`TrySubmitError::Full`] (the infer step's backpressure: it hands its batch back upstream
+    /// instead of blocking the thread that polls Kafka).
+    pub fn try_submit(
+        &self,
+        features: Vec<f32>,
+        reply: impl FnOnce(BatchResult) + Send + 'static,
+    ) -> Result<(), TrySubmitError> {
+        let sender = self.sender.as_ref().ok_or(TrySubmitError::Closed)?;
+        sender.try_send(Job { features, reply: Box::new(reply) }).map_err(|e| match e {
+            mpsc::TrySendError::Full(job) => TrySubmitError::Full(job.features),
+            mpsc::TrySendError::Disconnected(_) => TrySubmitError::Closed,
+        })
     }
 
     /// Runs one batch and waits for it.

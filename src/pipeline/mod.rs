@@ -1,24 +1,27 @@
-//! The streaming infer stage (DESIGN §1): consume feature records, decode, micro-batch, run
-//! the model off the async runtime, apply the reject policy, produce predictions and dead
-//! letters, commit what was produced.
+//! The streaming infer stage (DESIGN §1) as a chain of steps driven by one thread:
 //!
 //! ```text
-//!            ┌──────────── source task ─────────────┐   bounded   ┌──────── sink task ─────────┐
-//! Kafka ───► │ poll → decode → Batcher → dispatch   │ ──────────► │ await answer → Router →    │ ──► Kafka
-//! (input)    │ (pause when no in-flight permit left)│  (permits)  │ produce → commit / txn     │  (outputs)
-//!            └───────────────┬──────────────────────┘             └─────────────┬──────────────┘
-//!                            └──► ModelPool worker threads (ONNX Runtime) ──────┘
+//! Kafka ──poll──► processor ──submit──► batch ──► infer ──► route ──► deliver ──► Kafka
+//! (input)         (owns the consumer;    (Batcher)  (ModelPool  (Router,   (acked | transactional;
+//!                  pause, rewind, join)              threads)    pure)      offset book, commits)
 //! ```
+//! A step that is full hands the item back (backpressure as a value); a retry throws the
+//! chain away and builds a fresh one; a revocation joins it. See `step` for the contract.
 //!
 //! | file | job | I/O? |
 //! |---|---|---|
+//! | `step` | the `Step` trait: poll / submit (→ `Rejected`) / join / terminate | — |
 //! | `batcher` | micro-batches closing on `max_records` / `max_wait`; decode into the tensor; DLQ entries | pure |
-//! | `offsets` | the offset book: in-flight batches, commit positions, epochs and rewind points | pure |
+//! | `batch_step` | `BatchStep`: the batcher as a step | — |
+//! | `infer_step` | `InferStep`: hand-off to the [`crate::model::ModelPool`] threads, answers in order | threads |
 //! | `router` | predictions → accepted/rejected, bad input → DLQ, keys and headers | pure |
-//! | `infer` | hand-off to the [`crate::model::ModelPool`] threads | threads |
-//! | `source` | consumer loop, backpressure (pause/resume), rewinds | Kafka |
-//! | `producer` | delivery: at-least-once (idempotent) or exactly-once (transactions) | Kafka |
-//! | `kafka` | client settings, consumer context (rebalance, lag statistics) | Kafka |
+//! | `route_step` | `RouteStep`: the router as a step | — |
+//! | `offsets` | the offset book: batches being delivered, completed positions, rewind points | pure |
+//! | `transaction_policy` | when an exactly-once transaction commits | pure |
+//! | `deliver_step` | `DeliverStep`: at-least-once (idempotent) or exactly-once (transactions) | Kafka |
+//! | `processor` | the thread owning the consumer: poll → submit, pause, rebalance, retry | Kafka |
+//! | `infer_metrics` | `InferMetrics`, the stage's events, and the service's Prometheus implementation | — |
+//! | `kafka` | client settings | — |
 //! | `shutdown` | the drain signal | — |
 //! | `stage` | what a stage gets from the process, for `serve`/`demo` running several | — |
 //! | `synthetic` | synthetic and deliberately broken feature records (demo, load generator) | pure |
@@ -26,30 +29,34 @@
 //! | `produce` | `emogate produce`: load generator and corpus replay | Kafka |
 //! | `demo` | `emogate demo`: mock cluster, both stages, summary | Kafka |
 
+mod batch_step;
 pub mod batcher;
 pub mod cluster;
+mod deliver_step;
 pub mod demo;
 mod error;
-mod infer;
+pub mod infer_metrics;
+mod infer_step;
 pub mod kafka;
 pub mod latency;
 pub mod offsets;
+mod processor;
 pub mod produce;
-mod producer;
+mod route_step;
 pub mod router;
 pub mod shutdown;
-mod source;
 pub mod stage;
+mod step;
 pub mod synthetic;
+pub mod transaction_policy;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
-use tokio::sync::{mpsc, Semaphore};
 
 use crate::attribute::PerAttribute;
 use crate::codec::{Decision, EmotionPrediction, FeatureDecoder, Framing};
@@ -58,13 +65,14 @@ use crate::model::{LoadedModel, ModelOptions, ModelPool};
 use crate::policy::RejectPolicy;
 
 pub use error::PipelineError;
+pub use infer_metrics::{InferMetrics, ServiceMetrics};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stage::StageContext;
 
-use kafka::{InferContext, SharedBook};
-use producer::Sink;
+use deliver_step::DeliverSettings;
+use processor::{ChainFactory, InferConsumer, InferContext, StopFlags};
 use router::Router;
-use source::Source;
+use transaction_policy::TransactionPolicy;
 
 /// What an infer stage did, returned when it stops.
 #[derive(Debug, Clone, Default)]
@@ -92,6 +100,21 @@ impl InferReport {
         for (a, x) in p.attributes.iter() {
             self.entropy_sum[a] += f64::from(x.entropy);
         }
+    }
+
+    /// Adds what another part of the run delivered (a chain's report outlives the chain).
+    pub fn merge(&mut self, other: InferReport) {
+        self.predictions += other.predictions;
+        self.accepted += other.accepted;
+        self.rejected += other.rejected;
+        for (reason, n) in other.dead_lettered {
+            *self.dead_lettered.entry(reason).or_default() += n;
+        }
+        for (a, sum) in other.entropy_sum.iter() {
+            self.entropy_sum[a] += *sum;
+        }
+        self.batches += other.batches;
+        self.last_output_at = self.last_output_at.max(other.last_output_at);
     }
 
     /// Dead letters of every reason.
@@ -148,25 +171,14 @@ impl InferStage {
     }
 
     /// Runs until `ctx.shutdown` fires, then drains within `shutdown.drain_deadline_ms`.
+    ///
+    /// The consumer, the chain and the Kafka calls live on one dedicated thread (see
+    /// `processor`); this future starts it, tells it to drain on shutdown, and returns its
+    /// report. Dropping the future stops the thread too: nothing the stage started outlives it.
     pub async fn run(self) -> Result<InferReport, PipelineError> {
         let InferStage { ctx, pool, policy } = self;
         let config: &Config = &ctx.config;
         let topic = config.kafka.topics.input.clone();
-        let book = Arc::new(SharedBook::default());
-        let context = InferContext {
-            topic: topic.clone(),
-            book: Arc::clone(&book),
-            metrics: Arc::clone(&ctx.metrics),
-            health: Arc::clone(&ctx.health),
-            revoke_wait: config.shutdown.drain_deadline(),
-            revoked: Mutex::new(Vec::new()),
-            revoked_flag: AtomicBool::new(false),
-            paused: AtomicBool::new(false),
-        };
-        let consumer: StreamConsumer<InferContext> = kafka::consumer_config(config, &config.kafka.group_id)
-            .create_with_context(context)
-            .map_err(PipelineError::kafka("create consumer"))?;
-        let consumer = Arc::new(consumer);
         let producer: FutureProducer =
             kafka::producer_config(config).create().map_err(PipelineError::kafka("create producer"))?;
         if config.delivery.mode == DeliveryMode::ExactlyOnce {
@@ -177,6 +189,39 @@ impl InferStage {
                 .map_err(|e| PipelineError::Fatal(format!("init_transactions panicked: {e}")))?
                 .map_err(PipelineError::kafka("init transactions (does the broker support them?)"))?;
         }
+        let metrics: Arc<dyn InferMetrics> =
+            Arc::new(ServiceMetrics::new(Arc::clone(&ctx.metrics), Arc::clone(&ctx.health), &topic));
+        let output_framing = match config.kafka.output_schema_id {
+            Some(schema_id) => Framing::Confluent { schema_id },
+            None => Framing::SingleObject,
+        };
+        let factory = ChainFactory {
+            decoder: FeatureDecoder::new(pool.manifest().feature_dims)
+                .with_schema_ids(config.kafka.input_schema_ids.iter().copied()),
+            max_records: config.batch.max_records,
+            max_wait: config.batch.max_wait(),
+            pool: Arc::clone(&pool),
+            max_in_flight: config.batch.max_in_flight,
+            router: Router { policy, input_topic: topic.clone(), output_framing },
+            deliver: DeliverSettings {
+                producer: producer.clone(),
+                mode: config.delivery.mode,
+                topics: config.kafka.topics.clone(),
+                input_topic: topic.clone(),
+                timeout: config.delivery.commit_timeout(),
+                transactions: TransactionPolicy {
+                    max_batches: config.delivery.transaction_max_batches,
+                    max_age: config.delivery.transaction_max_age(),
+                },
+                max_batches: config.batch.max_in_flight,
+                metrics: Arc::clone(&metrics),
+            },
+        };
+        let context =
+            InferContext::new(topic.clone(), Arc::clone(&metrics), factory, config.shutdown.drain_deadline());
+        let consumer: InferConsumer = kafka::consumer_config(config, &config.kafka.group_id)
+            .create_with_context(context)
+            .map_err(PipelineError::kafka("create consumer"))?;
         consumer.subscribe(&[topic.as_str()]).map_err(PipelineError::kafka("subscribe"))?;
         tracing::info!(
             topic = %topic,
@@ -187,87 +232,65 @@ impl InferStage {
             "infer stage consuming"
         );
 
-        let decoder = FeatureDecoder::new(pool.manifest().feature_dims)
-            .with_schema_ids(config.kafka.input_schema_ids.iter().copied());
-        let (to_sink, from_source) = mpsc::channel(config.batch.max_in_flight);
-        let source = Source {
-            consumer: Arc::clone(&consumer),
-            topic: topic.clone(),
-            batcher: batcher::Batcher::new(decoder, config.batch.max_records, config.batch.max_wait()),
-            book: Arc::clone(&book),
-            pool: Arc::clone(&pool),
-            permits: Arc::new(Semaphore::new(config.batch.max_in_flight)),
-            to_sink,
-            metrics: Arc::clone(&ctx.metrics),
-            consumed: ctx.metrics.records_consumed.with_label_values(&[topic.as_str()]),
-            epoch: 0,
-            stash: VecDeque::new(),
-        };
-        let output_framing = match config.kafka.output_schema_id {
-            Some(schema_id) => Framing::Confluent { schema_id },
-            None => Framing::SingleObject,
-        };
-        let sink = Sink {
-            consumer: Arc::clone(&consumer),
-            producer: producer.clone(),
-            mode: config.delivery.mode,
-            book: Arc::clone(&book),
-            router: Router { policy, input_topic: topic.clone(), output_framing },
-            topics: config.kafka.topics.clone(),
-            metrics: Arc::clone(&ctx.metrics),
-            timeout: config.delivery.commit_timeout(),
-            transaction_max_batches: config.delivery.transaction_max_batches,
-            transaction_max_age: config.delivery.transaction_max_age(),
-            report: InferReport::default(),
-        };
-
-        let mut source_task = tokio::spawn(source.run(ctx.shutdown.clone()));
-        let mut sink_task = tokio::spawn(sink.run(from_source));
-        // Whichever half ends first: on error the other is stopped; on shutdown the source
-        // ends and the sink drains under the deadline.
-        let shutdown = ctx.shutdown.clone();
-        let outcome = tokio::select! {
-            source_result = &mut source_task => {
-                let source_result = flatten(source_result);
-                if let Err(e) = &source_result {
-                    tracing::error!(error = %e, "infer source stopped");
-                    sink_task.abort();
+        let stop = Arc::new(StopFlags::default());
+        let _abandon_on_drop = AbandonOnDrop(Arc::clone(&stop));
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
+        let thread_stop = Arc::clone(&stop);
+        let drain_deadline = config.shutdown.drain_deadline();
+        let exactly_once = config.delivery.mode == DeliveryMode::ExactlyOnce;
+        std::thread::Builder::new()
+            .name("emogate-infer".to_string())
+            .spawn(move || {
+                let consumer = Arc::new(consumer);
+                let outcome = processor::run(Arc::clone(&consumer), &thread_stop, drain_deadline);
+                match &outcome {
+                    Ok(report) => tracing::info!(
+                        predictions = report.predictions,
+                        batches = report.batches,
+                        "infer stage stopped"
+                    ),
+                    Err(e) => tracing::error!(error = %e, "infer stage failed"),
                 }
-                let drained = tokio::time::timeout(config.shutdown.drain_deadline(), &mut sink_task).await;
-                match (source_result, drained) {
-                    (Err(e), _) => Err(e),
-                    (Ok(()), Ok(sink_result)) => flatten(sink_result),
-                    (Ok(()), Err(_)) => {
-                        sink_task.abort();
-                        tracing::warn!(
-                            deadline_ms = config.shutdown.drain_deadline_ms,
-                            "drain deadline passed; uncommitted batches will be re-read by the next owner"
-                        );
-                        Err(PipelineError::Fatal("drain deadline passed".into()))
-                    }
-                }
-            }
-            sink_result = &mut sink_task => {
-                source_task.abort();
-                match flatten(sink_result) {
-                    Ok(report) if shutdown.is_triggered() => Ok(report),
-                    Ok(_) => Err(PipelineError::Fatal("the producing half stopped unexpectedly".into())),
-                    Err(e) => Err(e),
-                }
-            }
-        };
-        if config.delivery.mode == DeliveryMode::ExactlyOnce && outcome.is_err() {
-            // Leave no transaction open: the next owner's read_committed would wait on it.
-            let timeout = Duration::from_secs(5);
-            let _ = tokio::task::block_in_place(|| producer.abort_transaction(timeout));
+                finish(consumer, &producer, exactly_once, outcome.is_err(), &*metrics);
+                // The receiver is gone only if the caller dropped the future; nothing to report then.
+                let _ = done_tx.send(outcome);
+            })
+            .map_err(|e| PipelineError::Fatal(format!("cannot start the infer thread: {e}")))?;
+        let thread_died = |_| Err(PipelineError::Fatal("the infer thread panicked".into()));
+        let mut shutdown = ctx.shutdown.clone();
+        tokio::select! {
+            result = &mut done_rx => return result.unwrap_or_else(thread_died),
+            () = shutdown.wait() => {}
         }
-        let _ = tokio::task::block_in_place(|| producer.flush(Duration::from_secs(5)));
-        consumer.unsubscribe();
-        ctx.health.assigned_partitions.store(0, Ordering::Relaxed);
-        outcome
+        stop.drain.store(true, Ordering::SeqCst);
+        done_rx.await.unwrap_or_else(thread_died)
     }
 }
 
-fn flatten<T>(joined: Result<Result<T, PipelineError>, tokio::task::JoinError>) -> Result<T, PipelineError> {
-    joined.map_err(|e| PipelineError::Fatal(format!("task failed: {e}")))?
+/// Leaves no transaction open (the next owner's `read_committed` would wait on it), flushes
+/// what was produced, and leaves the group.
+fn finish(
+    consumer: Arc<processor::InferConsumer>,
+    producer: &FutureProducer,
+    exactly_once: bool,
+    failed: bool,
+    metrics: &dyn InferMetrics,
+) {
+    if exactly_once && failed {
+        let _ = producer.abort_transaction(Duration::from_secs(5));
+    }
+    let _ = producer.flush(Duration::from_secs(5));
+    consumer.unsubscribe();
+    drop(consumer);
+    metrics.stopped();
+}
+
+/// Tells the thread to stop at once when the `run` future is dropped (a task aborted, a
+/// caller that gave up): the consumer leaves the group instead of keeping its partitions.
+struct AbandonOnDrop(Arc<StopFlags>);
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        self.0.abandon.store(true, Ordering::SeqCst);
+    }
 }

@@ -1,0 +1,419 @@
+//! The last step: produce a batch's messages and complete its offsets — the two delivery
+//! modes differ only here.
+//!
+//! * **at-least-once** (acked): idempotent producer. All outputs of a batch are sent, every
+//!   delivery report is collected, and only then are the batch's input offsets committed
+//!   (asynchronously). A crash between the two replays the batch (duplicates, no loss).
+//! * **exactly-once** (transactional): begin, produce every output of one or more consecutive
+//!   batches, `send_offsets_to_transaction` with the consumer's group metadata (so a member that
+//!   lost its partitions in a rebalance is fenced), commit; when to commit is the pure
+//!   [`TransactionPolicy`]. On any failure the transaction is aborted; with a broker that hides
+//!   aborted records from `read_committed` readers, nothing is duplicated.
+//!
+//! Produce and commit are one step because a transaction spans batches. The step owns the
+//! chain's [`OffsetBook`]. A failure that a new attempt may heal is [`StepError::Retry`] (the
+//! processor throws the chain away and re-reads from the first record not completed); a fatal
+//! producer error (fenced by a newer instance with the same `transactional.id`, or the
+//! idempotent producer's fatal state) is [`StepError::Fatal`]: continuing could only
+//! duplicate or reorder output.
+//!
+//! Sending never blocks the polling thread: a full librdkafka queue leaves the rest of the
+//! batch unsent until the next poll, and the step refuses new batches meanwhile.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use futures_util::FutureExt;
+use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::error::PipelineError;
+use super::infer_metrics::InferMetrics;
+use super::offsets::OffsetBook;
+use super::processor::InferConsumer;
+use super::route_step::Routed;
+use super::router::{Output, Route, HEADER_ERROR_DETAIL};
+use super::step::{poll_until, Rejected, Step, StepError};
+use super::transaction_policy::TransactionPolicy;
+use super::InferReport;
+use crate::config::{DeliveryMode, TopicsConfig};
+
+/// Why delivery failed.
+#[derive(Debug)]
+enum Failure {
+    /// A new attempt may succeed (transaction aborted, delivery timed out, commit failed).
+    Retry(String),
+    /// The producer cannot go on.
+    Fatal(String),
+}
+
+/// Sorts a transaction call's error: fatal transaction errors stop the stage, the rest retry.
+fn classify(e: KafkaError) -> Failure {
+    match &e {
+        KafkaError::Transaction(t) if t.is_fatal() => Failure::Fatal(e.to_string()),
+        _ => Failure::Retry(e.to_string()),
+    }
+}
+
+fn is_queue_full(e: &KafkaError) -> bool {
+    e.rdkafka_error_code() == Some(RDKafkaErrorCode::QueueFull)
+}
+
+/// The settings of a deliver step (the same for every chain of a stage).
+#[derive(Clone)]
+pub(crate) struct DeliverSettings {
+    pub producer: FutureProducer,
+    pub mode: DeliveryMode,
+    pub topics: TopicsConfig,
+    pub input_topic: String,
+    /// Bound of every blocking producer call and of a delivery.
+    pub timeout: Duration,
+    pub transactions: TransactionPolicy,
+    /// Most batches held at once.
+    pub max_batches: usize,
+    pub metrics: Arc<dyn InferMetrics>,
+}
+
+/// A batch being produced.
+struct Sending {
+    id: u64,
+    outputs: Vec<Output>,
+    /// Outputs handed to the producer so far (the rest wait for room in its queue).
+    sent: usize,
+    /// Delivery reports not yet received, in send order (at-least-once only).
+    acks: VecDeque<DeliveryFuture>,
+    /// Delivery reports received (the next report answers `outputs[acked]`).
+    acked: usize,
+}
+
+impl Sending {
+    fn is_sent(&self) -> bool {
+        self.sent == self.outputs.len()
+    }
+}
+
+pub(crate) struct DeliverStep {
+    settings: DeliverSettings,
+    book: OffsetBook,
+    batches: VecDeque<Sending>,
+    /// Exactly-once: when the open transaction began.
+    transaction: Option<Instant>,
+    /// Whether the last batch said more were behind it.
+    more_coming: bool,
+    /// A failure found while taking a batch, reported by the next poll.
+    failure: Option<Failure>,
+    /// An abort that failed while terminating (the producer's state is then unknown).
+    abort_failure: Option<String>,
+    report: InferReport,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+impl DeliverStep {
+    pub fn new(settings: DeliverSettings) -> DeliverStep {
+        DeliverStep {
+            settings,
+            book: OffsetBook::new(),
+            batches: VecDeque::new(),
+            transaction: None,
+            more_coming: false,
+            failure: None,
+            abort_failure: None,
+            report: InferReport::default(),
+        }
+    }
+
+    /// Next offset to read per partition after everything this step completed.
+    pub fn completed(&self) -> &BTreeMap<i32, i64> {
+        self.book.completed()
+    }
+
+    /// What the step delivered so far, taken out (a chain's report outlives the chain).
+    pub fn take_report(&mut self) -> InferReport {
+        std::mem::take(&mut self.report)
+    }
+
+    /// The error of an abort that failed during [`Step::terminate`], if any.
+    pub fn take_abort_failure(&mut self) -> Option<String> {
+        self.abort_failure.take()
+    }
+
+    fn exactly_once(&self) -> bool {
+        self.settings.mode == DeliveryMode::ExactlyOnce
+    }
+
+    /// Hands the unsent outputs of the newest batch to the producer until its queue is full.
+    fn send_pending(&mut self) -> Result<(), Failure> {
+        let keep_acks = !self.exactly_once();
+        let settings = &self.settings;
+        let Some(batch) = self.batches.back_mut() else { return Ok(()) };
+        while batch.sent < batch.outputs.len() {
+            let output = &batch.outputs[batch.sent];
+            let mut headers = OwnedHeaders::new_with_capacity(output.headers.len());
+            for (key, value) in &output.headers {
+                headers = headers.insert(Header { key, value: Some(value.as_str()) });
+            }
+            let topic = output.topic(&settings.topics);
+            let mut record = FutureRecord::to(topic).payload(&output.payload).headers(headers);
+            if let Some(key) = &output.key {
+                record = record.key(key);
+            }
+            match settings.producer.send_result(record) {
+                Ok(ack) => {
+                    if keep_acks {
+                        batch.acks.push_back(ack);
+                    }
+                    batch.sent += 1;
+                }
+                Err((e, _)) if is_queue_full(&e) => return Ok(()),
+                Err((e, _)) => {
+                    let output = batch.outputs[batch.sent].clone();
+                    return Err(self.delivery_failure(output, &e));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A failed delivery retries unless the producer can never deliver again: fenced
+    /// (`ProducerFenced`, which a restarted Tansu also answers to an idempotent producer) or
+    /// holding a librdkafka fatal error. Retrying those would spin forever, so the stage stops
+    /// with the reason and a restarted process (new producer) continues from the committed
+    /// offsets.
+    fn delivery_failure(&self, output: Output, e: &KafkaError) -> Failure {
+        let reason = format!(
+            "delivery to {} for input {}/{} failed: {e}",
+            output.topic(&self.settings.topics),
+            output.position.partition,
+            output.position.offset
+        );
+        if e.rdkafka_error_code() == Some(RDKafkaErrorCode::ProducerFenced) {
+            return Failure::Fatal(reason);
+        }
+        match self.settings.producer.client().fatal_error() {
+            Some((code, fatal)) => {
+                Failure::Fatal(format!("{reason}; fatal producer error {code:?}: {fatal}"))
+            }
+            None => Failure::Retry(reason),
+        }
+    }
+
+    /// At-least-once: completes the batches at the front whose every delivery is acknowledged.
+    fn complete_acknowledged(&mut self, consumer: &InferConsumer) -> Result<(), Failure> {
+        while let Some(batch) = self.batches.front_mut() {
+            // Reports arrive roughly in send order: look at the oldest only, so a poll costs
+            // one check per report received plus one.
+            while let Some(ack) = batch.acks.front_mut() {
+                let failed = match ack.now_or_never() {
+                    None => break,
+                    Some(Ok(Ok(_))) => None,
+                    Some(Ok(Err((e, _)))) => Some(e),
+                    Some(Err(_canceled)) => Some(KafkaError::Canceled),
+                };
+                batch.acks.pop_front();
+                batch.acked += 1;
+                if let Some(e) = failed {
+                    let output = batch.outputs[batch.acked - 1].clone();
+                    return Err(self.delivery_failure(output, &e));
+                }
+            }
+            if !batch.is_sent() || !batch.acks.is_empty() {
+                return Ok(());
+            }
+            let batch = self.batches.pop_front().expect("checked above");
+            let commit = self.book.complete(batch.id).unwrap_or_default();
+            self.commit_async(consumer, &commit);
+            self.account(&batch.outputs);
+        }
+        Ok(())
+    }
+
+    fn offsets_tpl(&self, offsets: &BTreeMap<i32, i64>) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::new();
+        for (partition, next) in offsets {
+            // Offsets come from consumed messages, so they are always representable.
+            let _ = tpl.add_partition_offset(&self.settings.input_topic, *partition, Offset::Offset(*next));
+        }
+        tpl
+    }
+
+    fn commit_async(&self, consumer: &InferConsumer, offsets: &BTreeMap<i32, i64>) {
+        if offsets.is_empty() {
+            return;
+        }
+        if let Err(e) = consumer.commit(&self.offsets_tpl(offsets), CommitMode::Async) {
+            tracing::warn!(error = %e, offsets = ?offsets, "offset commit could not be queued (records will be replayed)");
+        }
+    }
+
+    /// Exactly-once: commits the open transaction with the input offsets of all its batches.
+    fn commit_transaction(&mut self, consumer: &InferConsumer) -> Result<(), Failure> {
+        if self.transaction.is_none() {
+            return Ok(());
+        }
+        let last = self.batches.back().expect("a transaction begins with its first batch").id;
+        let offsets = self.book.commit_offsets_through(last).unwrap_or_default();
+        let tpl = self.offsets_tpl(&offsets);
+        let metadata = consumer
+            .group_metadata()
+            .ok_or_else(|| Failure::Retry("consumer has no group metadata yet".into()))?;
+        let producer = &self.settings.producer;
+        producer.send_offsets_to_transaction(&tpl, &metadata, self.settings.timeout).map_err(classify)?;
+        producer.commit_transaction(self.settings.timeout).map_err(classify)?;
+        self.transaction = None;
+        let batches: Vec<Sending> = self.batches.drain(..).collect();
+        for batch in &batches {
+            self.book.complete(batch.id);
+            self.account(&batch.outputs);
+        }
+        self.settings.metrics.transaction_committed(batches.len());
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if any; `Err` with the reason if the abort failed.
+    fn abort_transaction(&mut self) -> Result<(), String> {
+        if self.transaction.take().is_none() {
+            return Ok(());
+        }
+        self.settings.metrics.transaction_aborted();
+        tracing::warn!(batches = self.batches.len(), "aborting the transaction");
+        self.settings.producer.abort_transaction(self.settings.timeout).map_err(|e| e.to_string())
+    }
+
+    /// Turns a failure into the step's error, aborting what was open.
+    fn fail(&mut self, failure: Failure) -> StepError {
+        let failure = match self.abort_transaction() {
+            Ok(()) => failure,
+            Err(e) => Failure::Fatal(format!("{failure:?}; then abort failed: {e}")),
+        };
+        self.batches.clear();
+        match failure {
+            Failure::Retry(reason) => {
+                tracing::warn!(%reason, "delivery failed; rewinding");
+                StepError::Retry(reason)
+            }
+            Failure::Fatal(reason) => {
+                PipelineError::Fatal(format!("producer failed fatally: {reason}")).into()
+            }
+        }
+    }
+
+    fn progress(&mut self, consumer: &InferConsumer, force_commit: bool) -> Result<(), StepError> {
+        let result = self.failure.take().map_or(Ok(()), Err).and_then(|()| {
+            self.send_pending()?;
+            if !self.exactly_once() {
+                return self.complete_acknowledged(consumer);
+            }
+            let Some(started) = self.transaction else { return Ok(()) };
+            let all_sent = self.batches.iter().all(Sending::is_sent);
+            let commit = force_commit
+                || self.settings.transactions.commit_now(
+                    self.batches.len(),
+                    started.elapsed(),
+                    self.more_coming,
+                );
+            if all_sent && commit {
+                self.commit_transaction(consumer)?;
+            }
+            Ok(())
+        });
+        result.map_err(|failure| self.fail(failure))
+    }
+
+    /// Metrics and report for a delivered batch.
+    fn account(&mut self, outputs: &[Output]) {
+        let metrics = &self.settings.metrics;
+        let now = now_ms();
+        let mut rows = 0;
+        for o in outputs {
+            match (&o.prediction, o.reason) {
+                (Some(p), _) => {
+                    rows += 1;
+                    let latency = o.input_timestamp_ms.map(|ts| (now - ts).max(0) as f64 / 1000.0);
+                    metrics.prediction_delivered(p, o.route == Route::Accepted, latency);
+                    self.report.add_prediction(p);
+                }
+                (None, Some(reason)) => {
+                    metrics.dead_lettered(reason);
+                    *self.report.dead_lettered.entry(reason.to_string()).or_default() += 1;
+                    let detail = o.headers.iter().find(|(k, _)| *k == HEADER_ERROR_DETAIL);
+                    tracing::warn!(
+                        partition = o.position.partition,
+                        offset = o.position.offset,
+                        reason,
+                        detail = detail.map_or("", |(_, v)| v.as_str()),
+                        "record dead-lettered"
+                    );
+                }
+                (None, None) => {}
+            }
+        }
+        metrics.batch_delivered();
+        self.report.batches += 1;
+        self.report.last_output_at = Some(Instant::now());
+        tracing::debug!(rows, outputs = outputs.len(), "batch delivered and committed");
+    }
+}
+
+impl Step<Routed> for DeliverStep {
+    fn poll(&mut self, consumer: &InferConsumer) -> Result<(), StepError> {
+        self.progress(consumer, false)
+    }
+
+    fn submit(&mut self, routed: Routed) -> Result<(), Rejected<Routed>> {
+        let full = self.batches.len() >= self.settings.max_batches.max(1);
+        if self.failure.is_some() || full || self.batches.back().is_some_and(|b| !b.is_sent()) {
+            return Err(Rejected(routed));
+        }
+        if self.exactly_once() && self.transaction.is_none() {
+            if let Err(e) = self.settings.producer.begin_transaction() {
+                // Taken and reported by the next poll, which rewinds (or stops) the chain.
+                self.failure = Some(classify(e));
+                return Ok(());
+            }
+            self.transaction = Some(Instant::now());
+        }
+        self.more_coming = routed.more_coming;
+        self.book.push(routed.id, routed.ranges);
+        self.batches.push_back(Sending {
+            id: routed.id,
+            outputs: routed.outputs,
+            sent: 0,
+            acks: VecDeque::new(),
+            acked: 0,
+        });
+        if let Err(failure) = self.send_pending() {
+            self.failure = Some(failure);
+        }
+        Ok(())
+    }
+
+    fn join(&mut self, deadline: Instant, consumer: &InferConsumer) -> Result<(), StepError> {
+        poll_until(
+            self,
+            deadline,
+            consumer,
+            |step, consumer| step.progress(consumer, true),
+            |step| step.batches.is_empty() && step.transaction.is_none(),
+        )
+    }
+
+    fn terminate(&mut self) {
+        if let Err(e) = self.abort_transaction() {
+            tracing::error!(error = %e, "aborting the transaction of a terminated chain failed");
+            self.abort_failure = Some(e);
+        }
+        self.batches.clear();
+        self.failure = None;
+    }
+
+    fn is_busy(&self) -> bool {
+        !self.batches.is_empty() || self.transaction.is_some()
+    }
+}
