@@ -6,7 +6,7 @@
 //! |---|---|
 //! | [`corpus`] | in-memory corpus, synthetic generator, MSP-style file loader/writer |
 //! | [`metrics`] | soft labels, CCC, entropy, coverage curves, quintiles (plain slices) |
-//! | [`npy`] | float32 `.npy` I/O for feature matrices |
+//! | [`npy`] | `.npy` feature-matrix files (the format is [`crate::codec::npy`]) |
 //! | [`nets`] | candle layers: VAE-ER and STL networks, seeded dropout |
 //! | [`losses`] | the loss terms of Eq. (2)–(3) as tensors |
 //! | [`optim`] | Adam applied in place on the parameter storage |
