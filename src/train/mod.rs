@@ -5,7 +5,8 @@
 //! | module | job |
 //! |---|---|
 //! | [`corpus`] | in-memory corpus, synthetic generator, MSP-style file loader/writer |
-//! | [`metrics`] | soft labels, CCC, entropy, coverage curves, quintiles (plain slices) |
+//! | [`labels`] | the trainer's labels from integer votes: histogram (soft label), mean (consensus), spread |
+//! | [`metrics`] | CCC, Pearson and the coverage grid for training-time monitoring (plain slices) |
 //! | [`npy`] | `.npy` feature-matrix files (the format is [`crate::codec::npy`]) |
 //! | [`nets`] | candle layers: VAE-ER and STL networks, seeded dropout |
 //! | [`losses`] | the loss terms of Eq. (2)–(3) as tensors |
@@ -20,6 +21,7 @@ pub mod calibrate;
 pub mod cli;
 pub mod corpus;
 pub mod error;
+pub mod labels;
 pub mod losses;
 pub mod metrics;
 pub mod nets;
