@@ -8,6 +8,7 @@
 //! | [`labels`] | the trainer's labels from integer votes: histogram (soft label), mean (consensus), spread |
 //! | [`metrics`] | CCC, Pearson and the coverage grid for training-time monitoring (plain slices) |
 //! | [`npy`] | `.npy` feature-matrix files (the format is [`crate::codec::npy`]) |
+//! | [`arch`] | the networks' sizes (latent width, hidden widths, depths), shared by nets, serving and onnx |
 //! | [`nets`] | candle layers: VAE-ER and STL networks, seeded dropout |
 //! | [`losses`] | the loss terms of Eq. (2)–(3) as tensors |
 //! | [`optim`] | Adam applied in place on the parameter storage |
@@ -17,6 +18,7 @@
 //! | [`calibrate`] | entropy thresholds per coverage on the dev split → manifest |
 //! | [`cli`] | `emogate synth`, `train`, `calibrate` |
 
+pub mod arch;
 pub mod calibrate;
 pub mod cli;
 pub mod corpus;
