@@ -12,7 +12,10 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use archive_support::{encode, files, prediction, readback, T0_MS};
+use archive_support::files;
+use common::archive::{readback, row_keys};
+use common::predictions::{encode, prediction, T0_MS};
+use common::wait::wait_for;
 use emogate::archive::{
     run_archive_stage, ArchiveConfig, ArchiveCounters, ArchiveKafka, ArchiveMetrics, ArchiveSummary, FileKey,
     RollReason, WrittenFile,
@@ -27,6 +30,8 @@ use serde_json::Value;
 const TOPICS: [(&str, i32); 2] = [("emotion.accepted", 3), ("emotion.rejected", 2)];
 const GROUP: &str = "emogate-archive-test";
 const TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a step inside a test may take.
+const WAIT: Duration = Duration::from_secs(30);
 
 /// Produces predictions `seeds` round-robin over all partitions of both topics, plus the raw
 /// `extra` payloads to `emotion.rejected`/0; waits for delivery. Prediction `seed` is processed
@@ -129,21 +134,6 @@ fn uncommitted(brokers: &str) -> u64 {
     offsets(brokers).values().map(|&(committed, end)| (end - committed.unwrap_or(0)) as u64).sum()
 }
 
-fn row_keys(out: &Value) -> Vec<(String, i64, i64)> {
-    out["pyarrow"]["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["kafka_topic"].as_str().unwrap().into(),
-                r["kafka_partition"].as_i64().unwrap(),
-                r["kafka_offset"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn stage_archives_each_record_once_commits_to_the_end_and_resumes() {
     let kafka = MockKafka::new(1).unwrap();
@@ -164,7 +154,7 @@ async fn stage_archives_each_record_once_commits_to_the_end_and_resumes() {
     assert_eq!((summary.rows, summary.skipped_records), (n, 1));
 
     let out = readback(&root);
-    let keys = row_keys(&out);
+    let keys = row_keys(&out, "pyarrow");
     assert_eq!(keys.len() as u64, n);
     assert_eq!(keys.iter().collect::<BTreeSet<_>>().len() as u64, n, "duplicate (topic, partition, offset)");
     assert_eq!(out["duckdb"]["partition_mismatches"], Value::from(0));
@@ -192,7 +182,7 @@ async fn stage_archives_each_record_once_commits_to_the_end_and_resumes() {
     assert_eq!(summary.rows, m, "the restart re-archived committed records");
 
     let out = readback(&root);
-    let keys = row_keys(&out);
+    let keys = row_keys(&out, "pyarrow");
     assert_eq!(keys.len() as u64, n + m);
     assert_eq!(keys.iter().collect::<BTreeSet<_>>().len() as u64, n + m, "duplicates after restart");
     for (tp, (committed, end)) in committed_and_end(&brokers) {
@@ -236,14 +226,6 @@ impl ArchiveMetrics for Recorder {
     }
 }
 
-async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
-    let started = Instant::now();
-    while !done() {
-        assert!(started.elapsed() < Duration::from_secs(30), "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated() {
     let kafka = MockKafka::new(1).unwrap();
@@ -277,12 +259,12 @@ async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated(
         .await
     };
     let control = async {
-        wait_for("A to buffer every record", || a.counters.buffered() == n).await;
+        wait_for("A to buffer every record", WAIT, || a.counters.buffered() == n).await;
         assert_eq!(a.counters.summary().files, 0, "a file was written before any revocation");
         start_b_tx.send(()).unwrap();
         // B joining makes the group rebalance: A's revoke callback must write and commit its
         // buffers before B is assigned anything.
-        wait_for("the rebalance", || {
+        wait_for("the rebalance", WAIT, || {
             b.counters.assigned_partitions() > 0
                 && a.counters.assigned_partitions() >= 0
                 && a.counters.assigned_partitions() < 5
@@ -310,13 +292,13 @@ async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated(
         // (all of A's revocation commits refused, or only some, when it rebalanced twice).
         let pending = uncommitted(&brokers);
         assert!((100..=n + 100).contains(&pending), "{pending} uncommitted records");
-        wait_for("A and B to read their partitions", || {
+        wait_for("A and B to read their partitions", WAIT, || {
             a.counters.buffered() + b.counters.buffered() == pending
         })
         .await;
         // B leaves; A takes every partition back and is stopped once it has read them all.
         stop_b_tx.send(()).unwrap();
-        wait_for("A to own every partition again", || {
+        wait_for("A to own every partition again", WAIT, || {
             a.counters.assigned_partitions() == 5 && a.counters.buffered() == uncommitted(&brokers)
         })
         .await;
@@ -328,7 +310,7 @@ async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated(
     assert!(rb.rows > 0, "B archived nothing");
 
     let out = readback(&root);
-    let keys = row_keys(&out);
+    let keys = row_keys(&out, "pyarrow");
     assert_eq!(keys.len() as u64, n + 100, "A {ra:?} + B {rb:?}");
     assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), keys.len(), "duplicates across members");
     for (tp, (committed, end)) in committed_and_end(&brokers) {

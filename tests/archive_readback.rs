@@ -9,7 +9,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archive_support::{encode, expected_row, prediction, readback, rows_without_partition_columns, T0_MS};
+use archive_support::{expected_row, rows_without_partition_columns};
+use common::archive::readback;
+use common::predictions::{encode, prediction, T0_MS};
 use emogate::archive::{
     ArchiveCounters, Archiver, FileKey, HourPartition, LocalFsSink, ParquetSettings, RollPolicy, RollReason,
 };

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use archive_support::{encode, files, prediction, readback, T0_MS};
+use archive_support::files;
+use common::archive::{readback, row_keys};
+use common::predictions::{encode, prediction, T0_MS};
 use emogate::archive::{
     Archiver, CommitRequest, LocalFsSink, NoMetrics, ParquetSettings, RollPolicy, RollReason,
 };
@@ -39,21 +41,6 @@ fn feed(a: &mut Archiver, range: std::ops::Range<i64>) -> Vec<CommitRequest> {
     commits
 }
 
-fn keys(out: &Value) -> Vec<(String, i64, i64)> {
-    out["duckdb"]["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| {
-            (
-                r["kafka_topic"].as_str().unwrap().to_string(),
-                r["kafka_partition"].as_i64().unwrap(),
-                r["kafka_offset"].as_i64().unwrap(),
-            )
-        })
-        .collect()
-}
-
 #[test]
 fn archiving_the_same_offsets_twice_gives_byte_identical_files() {
     let tmp = tempfile::tempdir().unwrap();
@@ -74,7 +61,7 @@ fn archiving_the_same_offsets_twice_gives_byte_identical_files() {
     assert_eq!(files(&first), one);
 
     let out = readback(&first);
-    let keys = keys(&out);
+    let keys = row_keys(&out, "duckdb");
     assert_eq!(keys.len(), 120);
     assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), 120, "duplicate rows");
 }
@@ -109,7 +96,7 @@ fn a_crash_before_the_last_commit_is_replayed_without_duplicates() {
     );
 
     let out = readback(&root);
-    let keys = keys(&out);
+    let keys = row_keys(&out, "duckdb");
     let unique: BTreeSet<_> = keys.iter().cloned().collect();
     assert_eq!(unique.len(), keys.len(), "duplicate rows after replay");
     assert_eq!(keys.len(), 2 * 57, "every offset archived once");

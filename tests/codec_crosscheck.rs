@@ -7,6 +7,8 @@ mod common;
 
 use std::path::Path;
 
+use common::codec::bits;
+
 use emogate::codec::{
     decode_prediction, encode_feature_record, encode_prediction, AttributePrediction, Decision,
     EmotionPrediction, FeatureDecoder, FeatureRecord, Framing, RecordSchema,
@@ -20,10 +22,6 @@ const SCRIPT: &str = "scripts/avro_crosscheck.py";
 const RECORDS: usize = 30;
 
 // ---- the JSON both sides print -----------------------------------------------------------
-
-fn bits(values: &[f32]) -> Vec<u32> {
-    values.iter().map(|v| v.to_bits()).collect()
-}
 
 fn framing_fields(framing: &Framing) -> (&'static str, Option<u32>) {
     match framing {

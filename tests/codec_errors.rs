@@ -2,10 +2,13 @@
 //! truncations of valid messages never panic and only ever yield a record or a typed error
 //! with one of the documented reason codes.
 
+mod common;
+
+use common::codec::{encoded_prediction, framing};
 use emogate::codec::{
-    decode_prediction, encode_feature_record, encode_prediction, write_float, write_long, write_string,
-    AttributePrediction, Decision, DecodeError, EmotionPrediction, FeatureDecoder, FeatureRecord, Framing,
-    RecordSchema, MAX_STRING_BYTES,
+    decode_prediction, encode_feature_record, write_float, write_long, write_string, AttributePrediction,
+    Decision, DecodeError, EmotionPrediction, FeatureDecoder, FeatureRecord, Framing, RecordSchema,
+    MAX_STRING_BYTES,
 };
 use emogate::{Attribute, PerAttribute};
 use proptest::prelude::*;
@@ -47,12 +50,6 @@ fn prediction() -> EmotionPrediction {
 fn encoded(r: &FeatureRecord, framing: Framing) -> Vec<u8> {
     let mut out = Vec::new();
     encode_feature_record(r, &framing, &mut out);
-    out
-}
-
-fn encoded_prediction(p: &EmotionPrediction, framing: Framing) -> Vec<u8> {
-    let mut out = Vec::new();
-    encode_prediction(p, &framing, &mut out);
     out
 }
 
@@ -313,10 +310,6 @@ fn decode_anything(bytes: &[u8]) -> Result<(), TestCaseError> {
     });
     assert_typed(features)?;
     assert_typed(decode_prediction(bytes).map(drop))
-}
-
-fn framing() -> impl Strategy<Value = Framing> {
-    prop_oneof![Just(Framing::Raw), Just(Framing::SingleObject), Just(Framing::Confluent { schema_id: 3 })]
 }
 
 #[derive(Debug, Clone)]

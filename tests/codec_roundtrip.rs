@@ -3,8 +3,11 @@
 //! reads back exactly. Floats are compared bit for bit (so -0.0, subnormals and, in
 //! predictions, NaN payloads count). Also: arbitrary array block splittings and all framings.
 
+mod common;
+
 use apache_avro::types::Value;
 use apache_avro::{from_avro_datum, to_avro_datum};
+use common::codec::{bits, framing};
 use emogate::codec::{
     decode_prediction, encode_feature_record, encode_prediction, write_float, write_long, write_string,
     AttributePrediction, Decision, EmotionPrediction, FeatureDecoder, FeatureRecord, Framing, RecordSchema,
@@ -28,14 +31,6 @@ fn any_f32() -> impl Strategy<Value = f32> {
 
 fn finite_f32() -> impl Strategy<Value = f32> {
     any_f32().prop_filter("finite", |v| v.is_finite())
-}
-
-fn framing() -> impl Strategy<Value = Framing> {
-    prop_oneof![
-        Just(Framing::Raw),
-        Just(Framing::SingleObject),
-        any::<u32>().prop_map(|schema_id| Framing::Confluent { schema_id }),
-    ]
 }
 
 fn feature_record(max_dims: usize) -> impl Strategy<Value = FeatureRecord> {
@@ -153,10 +148,6 @@ fn same_value(a: &Value, b: &Value) -> bool {
 }
 
 // ---- comparisons ----------------------------------------------------------------------------
-
-fn bits(values: &[f32]) -> Vec<u32> {
-    values.iter().map(|v| v.to_bits()).collect()
-}
 
 fn assert_same_record(got: &FeatureRecord, want: &FeatureRecord) {
     let (got_meta, got_features) = got.clone().into_parts();

@@ -18,9 +18,11 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::archive::{readback, row_keys};
+use common::wait::wait_until;
 use emogate::config::{Config, DeliveryMode, TopicsConfig};
 use emogate::pipeline::cluster::KeyedPayload;
-use fault_support::{wait_readyz, wait_until, PersistentBroker, Serve};
+use fault_support::{wait_readyz, PersistentBroker, Serve};
 use pipeline_support::{input_messages, python_read_back, test_config, unique_topics, Broker};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -64,21 +66,13 @@ fn archive_rows(root: &Path) -> (Vec<(String, i64, i64)>, BTreeSet<String>) {
     if !root.exists() {
         return (Vec::new(), BTreeSet::new());
     }
-    let out = common::run_python("scripts/archive_readback.py", &[root.to_str().unwrap()]);
-    let v: Value = serde_json::from_str(&out).expect("archive read-back JSON");
-    let rows = v["pyarrow"]["rows"].as_array().unwrap();
-    let keys = rows
+    let v = readback(root);
+    let ids = v["pyarrow"]["rows"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|r| {
-            (
-                r["kafka_topic"].as_str().unwrap().to_string(),
-                r["kafka_partition"].as_i64().unwrap(),
-                r["kafka_offset"].as_i64().unwrap(),
-            )
-        })
-        .collect();
-    let ids = rows.iter().map(|r| r["utterance_id"].as_str().unwrap().to_string()).collect();
-    (keys, ids)
+        .map(|r| r["utterance_id"].as_str().unwrap().to_string());
+    (row_keys(&v, "pyarrow"), ids.collect())
 }
 
 /// Predictions on the output topics (accepted + rejected records, duplicates included).

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use emogate::config::DeliveryMode;
 
+use common::wait::wait_for;
 use pipeline_support::*;
 
 const GOOD: usize = 200;

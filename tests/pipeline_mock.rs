@@ -21,6 +21,7 @@ use emogate::pipeline::router::{HEADER_ERROR, HEADER_ERROR_DETAIL, HEADER_INPUT,
 use emogate::pipeline::synthetic::BadMessage;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
+use common::wait::wait_for;
 use pipeline_support::*;
 
 const GOOD: usize = 240;

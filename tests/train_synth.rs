@@ -5,8 +5,8 @@
 use emogate::train::corpus::msp::{self, FeatureFormat};
 use emogate::train::corpus::synth::{generate, Sizes, SynthConfig, Variant};
 use emogate::train::corpus::Split;
-use emogate::train::metrics;
 use emogate::train::serving::Normalizer;
+use emogate::train::{labels, metrics};
 use emogate::uncertainty;
 use emogate::Attribute;
 
@@ -105,7 +105,7 @@ fn ambiguity_raises_disagreement_and_prediction_error_together() {
         let (my, sy) = mean_sd(&ytr);
         let pred: Vec<f32> = predict(&xte).iter().map(|p| (my + (p - mp) * sy / sp) as f32).collect();
         let truth: Vec<f32> = yte.iter().map(|&v| v as f32).collect();
-        let sd: Vec<f32> = test.iter().map(|&i| metrics::vote_std(&c.ratings(i, a))).collect();
+        let sd: Vec<f32> = test.iter().map(|&i| labels::vote_std(&c.ratings(i, a))).collect();
         // The half of the test split the annotators agree on most is predicted better.
         let ccc_at_half = |u: &[f32]| uncertainty::coverage_curve(&pred, &truth, u, &[0.5]).unwrap()[0].ccc;
         let low = ccc_at_half(&sd);

@@ -5,6 +5,12 @@
 //! returns; tests feed it directly. Keeping the offset bookkeeping here makes "commit only what
 //! is durable" testable without a broker.
 //!
+//! # Rolls
+//! A roll is three steps: *seal* (pure: close the partition's buffer, take its rows as an Arrow
+//! batch with the file key they go to), *store* (encode Parquet, put it in the sink, count it:
+//! the only step with I/O, done by the archiver's writer) and *advance* (pure: the offset that
+//! is now durable, when it moved past the last commit).
+//!
 //! # Offsets
 //! For each partition the archiver tracks `next`, the offset after the last record it has
 //! handled (buffered or skipped). When a buffer is rolled, every handled record is either in a
@@ -26,7 +32,7 @@ use super::error::ArchiveError;
 use super::metrics::{ArchiveMetrics, ArchiveSummary, WrittenFile};
 use super::partition::{FileKey, HourPartition};
 use super::roll::{OpenBuffer, RollPolicy, RollReason};
-use super::rows::{RowBuffer, RowError};
+use super::rows::{FinishedRows, RowBuffer, RowError};
 use super::sink::ArchiveSink;
 use super::writer::{encode_parquet, ParquetSettings};
 use crate::codec::decode_prediction;
@@ -53,14 +59,105 @@ struct PartitionState {
     committed: Option<i64>,
 }
 
-/// Buffers, rolls and writes; see the module docs.
-pub struct Archiver {
-    policy: RollPolicy,
+impl PartitionState {
+    fn new(topic: &str, partition: i32) -> Self {
+        PartitionState { rows: RowBuffer::new(topic, partition), open: None, next: None, committed: None }
+    }
+
+    /// First step of a roll (pure): closes the open buffer and takes its rows, with the file
+    /// they belong in. `None` when no rows are buffered.
+    fn seal(&mut self) -> Result<Option<SealedFile>, ArchiveError> {
+        self.open = None;
+        let (topic, partition) = (self.rows.topic().to_string(), self.rows.partition());
+        let finished = self.rows.finish().map_err(|source| ArchiveError::Arrow {
+            topic: topic.clone(),
+            partition,
+            source,
+        })?;
+        let Some(rows) = finished else { return Ok(None) };
+        let hour = HourPartition::from_epoch_ms(rows.first_processed_at_ms);
+        let key = FileKey::new(&topic, partition, rows.first_offset, hour)?;
+        Ok(Some(SealedFile { path: key.relative_path(), key, rows }))
+    }
+
+    /// Last step of a roll (pure): every handled record is now durable or skipped, so `next` may
+    /// be committed; returns it when it moved past the last commit.
+    fn advance(&mut self) -> Option<i64> {
+        let next = self.next.filter(|&next| self.committed < Some(next))?;
+        self.committed = Some(next);
+        Some(next)
+    }
+}
+
+/// The rows of a closed buffer and the file they go to.
+struct SealedFile {
+    key: FileKey,
+    /// `key.relative_path()`, the sink key.
+    path: String,
+    rows: FinishedRows,
+}
+
+/// The part of the archiver that writes: Parquet encoding, the sink, the metric hooks and the
+/// totals. [`ArchiveWriter::roll`] is seal → store → advance.
+struct ArchiveWriter {
     parquet: ParquetSettings,
     sink: Arc<dyn ArchiveSink>,
     metrics: Arc<dyn ArchiveMetrics>,
-    partitions: BTreeMap<(String, i32), PartitionState>,
     summary: ArchiveSummary,
+}
+
+impl ArchiveWriter {
+    /// Writes the buffer of `state` (if it has rows) and returns the commit it allows.
+    fn roll(
+        &mut self,
+        state: &mut PartitionState,
+        reason: RollReason,
+    ) -> Result<Option<CommitRequest>, ArchiveError> {
+        if let Some(sealed) = state.seal()? {
+            self.store(sealed, reason)?;
+        }
+        Ok(state.advance().map(|next_offset| {
+            self.summary.commits += 1;
+            CommitRequest {
+                topic: state.rows.topic().to_string(),
+                partition: state.rows.partition(),
+                next_offset,
+            }
+        }))
+    }
+
+    /// Encodes `sealed` as Parquet and puts it in the sink; counts it.
+    fn store(&mut self, sealed: SealedFile, reason: RollReason) -> Result<WrittenFile, ArchiveError> {
+        let SealedFile { key, path, rows } = sealed;
+        let bytes = encode_parquet(&rows, &self.parquet)
+            .map_err(|source| ArchiveError::Parquet { key: path.clone(), source })?;
+        self.sink.put(&path, &bytes).map_err(|source| ArchiveError::Sink { key: path.clone(), source })?;
+        let file = WrittenFile {
+            location: self.sink.location(&path),
+            rows: rows.batch.num_rows() as u64,
+            bytes: bytes.len() as u64,
+            last_offset: rows.last_offset,
+            reason,
+            key,
+        };
+        tracing::info!(
+            file = %file.location, rows = file.rows, bytes = file.bytes,
+            first_offset = rows.first_offset, last_offset = rows.last_offset,
+            reason = reason.as_str(), "archive file written"
+        );
+        self.summary.files += 1;
+        self.summary.rows += file.rows;
+        self.summary.bytes += file.bytes;
+        self.metrics.file_written(&file);
+        Ok(file)
+    }
+}
+
+/// Buffers, rolls and writes; see the module docs.
+pub struct Archiver {
+    policy: RollPolicy,
+    writer: ArchiveWriter,
+    partitions: BTreeMap<(String, i32), PartitionState>,
     /// Rows in all buffers.
     buffered: usize,
     /// Set by the first error: buffers may have lost rows whose offsets are already handled,
@@ -78,11 +175,8 @@ impl Archiver {
     ) -> Self {
         Archiver {
             policy,
-            parquet,
-            sink,
-            metrics,
+            writer: ArchiveWriter { parquet, sink, metrics, summary: ArchiveSummary::default() },
             partitions: BTreeMap::new(),
-            summary: ArchiveSummary::default(),
             buffered: 0,
             stopped: false,
         }
@@ -115,7 +209,7 @@ impl Archiver {
         let result = f(self);
         self.stopped = result.is_err();
         self.buffered = self.partitions.values().map(|s| s.rows.len()).sum();
-        self.metrics.buffered_rows(self.buffered);
+        self.writer.metrics.buffered_rows(self.buffered);
         result
     }
 
@@ -129,12 +223,7 @@ impl Archiver {
     ) -> Result<Vec<CommitRequest>, ArchiveError> {
         let mut commits = Vec::new();
         let key = (topic.to_string(), partition);
-        let state = self.partitions.entry(key).or_insert_with(|| PartitionState {
-            rows: RowBuffer::new(topic, partition),
-            open: None,
-            next: None,
-            committed: None,
-        });
+        let state = self.partitions.entry(key).or_insert_with(|| PartitionState::new(topic, partition));
         if let Some(next) = state.next.filter(|&next| offset < next) {
             return Err(RowError::OffsetOrder {
                 topic: topic.to_string(),
@@ -158,23 +247,15 @@ impl Archiver {
                     tracing::warn!(topic, partition, offset, "skipping record without payload");
                 }
                 state.next = Some(offset + 1);
-                self.summary.skipped_records += 1;
-                self.metrics.record_skipped(topic, reason);
+                self.writer.summary.skipped_records += 1;
+                self.writer.metrics.record_skipped(topic, reason);
                 return Ok(commits);
             }
         };
 
         let hour = HourPartition::from_epoch_ms(prediction.processed_at_ms);
         if let Some(reason) = self.policy.before_append(state.open.as_ref(), hour) {
-            Self::roll(
-                state,
-                reason,
-                &self.parquet,
-                &*self.sink,
-                &*self.metrics,
-                &mut self.summary,
-                &mut commits,
-            )?;
+            commits.extend(self.writer.roll(state, reason)?);
         }
         state.rows.push(&prediction, offset)?;
         let open = match state.open {
@@ -184,15 +265,7 @@ impl Archiver {
         state.open = Some(open);
         state.next = Some(offset + 1);
         if let Some(reason) = self.policy.after_append(&open) {
-            Self::roll(
-                state,
-                reason,
-                &self.parquet,
-                &*self.sink,
-                &*self.metrics,
-                &mut self.summary,
-                &mut commits,
-            )?;
+            commits.extend(self.writer.roll(state, reason)?);
         }
         Ok(commits)
     }
@@ -204,15 +277,7 @@ impl Archiver {
             for state in this.partitions.values_mut() {
                 let expired = state.open.as_ref().and_then(|open| this.policy.on_tick(open, now));
                 if let Some(reason) = expired {
-                    Self::roll(
-                        state,
-                        reason,
-                        &this.parquet,
-                        &*this.sink,
-                        &*this.metrics,
-                        &mut this.summary,
-                        &mut commits,
-                    )?;
+                    commits.extend(this.writer.roll(state, reason)?);
                 }
             }
             Ok(commits)
@@ -235,15 +300,7 @@ impl Archiver {
             let mut commits = Vec::new();
             for key in partitions {
                 if let Some(mut state) = this.partitions.remove(key) {
-                    Self::roll(
-                        &mut state,
-                        reason,
-                        &this.parquet,
-                        &*this.sink,
-                        &*this.metrics,
-                        &mut this.summary,
-                        &mut commits,
-                    )?;
+                    commits.extend(this.writer.roll(&mut state, reason)?);
                 }
             }
             Ok(commits)
@@ -263,57 +320,7 @@ impl Archiver {
 
     /// Totals so far.
     pub fn summary(&self) -> ArchiveSummary {
-        self.summary
-    }
-
-    /// Writes the buffer (if any rows) and returns the commit it allows.
-    fn roll(
-        state: &mut PartitionState,
-        reason: RollReason,
-        parquet: &ParquetSettings,
-        sink: &dyn ArchiveSink,
-        metrics: &dyn ArchiveMetrics,
-        summary: &mut ArchiveSummary,
-        commits: &mut Vec<CommitRequest>,
-    ) -> Result<(), ArchiveError> {
-        state.open = None;
-        let (topic, partition) = (state.rows.topic().to_string(), state.rows.partition());
-        let finished = state.rows.finish().map_err(|source| ArchiveError::Arrow {
-            topic: topic.clone(),
-            partition,
-            source,
-        })?;
-        if let Some(rows) = finished {
-            let hour = HourPartition::from_epoch_ms(rows.first_processed_at_ms);
-            let key = FileKey::new(&topic, partition, rows.first_offset, hour)?;
-            let path = key.relative_path();
-            let bytes = encode_parquet(&rows, parquet)
-                .map_err(|source| ArchiveError::Parquet { key: path.clone(), source })?;
-            sink.put(&path, &bytes).map_err(|source| ArchiveError::Sink { key: path.clone(), source })?;
-            let file = WrittenFile {
-                location: sink.location(&path),
-                rows: rows.batch.num_rows() as u64,
-                bytes: bytes.len() as u64,
-                last_offset: rows.last_offset,
-                reason,
-                key,
-            };
-            tracing::info!(
-                file = %file.location, rows = file.rows, bytes = file.bytes,
-                first_offset = rows.first_offset, last_offset = rows.last_offset,
-                reason = reason.as_str(), "archive file written"
-            );
-            summary.files += 1;
-            summary.rows += file.rows;
-            summary.bytes += file.bytes;
-            metrics.file_written(&file);
-        }
-        if let Some(next) = state.next.filter(|&next| state.committed < Some(next)) {
-            state.committed = Some(next);
-            summary.commits += 1;
-            commits.push(CommitRequest { topic, partition, next_offset: next });
-        }
-        Ok(())
+        self.writer.summary
     }
 }
 
@@ -351,6 +358,40 @@ mod tests {
 
     fn parquet_files(root: &Path) -> Vec<String> {
         crate::archive::sink::files_under(root)
+    }
+
+    #[test]
+    fn seal_takes_the_buffered_rows_with_their_file_key_without_touching_files() {
+        let mut state = PartitionState::new("emotion.accepted", 3);
+        state.open = Some(OpenBuffer {
+            rows: 2,
+            hour: HourPartition::from_epoch_ms(T0_MS),
+            opened_at: Instant::now(),
+        });
+        state.rows.push(&prediction(0), 7).unwrap();
+        state.rows.push(&prediction(1), 8).unwrap();
+        let sealed = state.seal().unwrap().expect("rows were buffered");
+        assert_eq!(sealed.path, "dt=2023-11-14/hour=22/emotion.accepted+3+7.parquet");
+        assert_eq!(sealed.path, sealed.key.relative_path());
+        assert_eq!(
+            (sealed.rows.first_offset, sealed.rows.last_offset, sealed.rows.batch.num_rows()),
+            (7, 8, 2)
+        );
+        assert!(state.open.is_none() && state.rows.is_empty());
+        // Nothing buffered: nothing to store, the buffer is still closed.
+        assert!(state.seal().unwrap().is_none());
+    }
+
+    #[test]
+    fn advance_offers_each_new_offset_for_commit_once() {
+        let mut state = PartitionState::new("t", 0);
+        assert_eq!(state.advance(), None, "nothing handled yet");
+        state.next = Some(5);
+        assert_eq!(state.advance(), Some(5));
+        assert_eq!(state.advance(), None, "an idle partition is not committed again");
+        state.next = Some(9);
+        assert_eq!(state.advance(), Some(9));
+        assert_eq!(state.committed, Some(9));
     }
 
     #[test]

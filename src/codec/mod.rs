@@ -10,6 +10,7 @@
 //! | `decode.rs` | [`FeatureDecoder`] (hot path, zero-copy into a batch row) and [`decode_prediction`] |
 //! | `encode.rs` | [`encode_feature_record`], [`encode_prediction`] |
 //! | `error.rs` | [`DecodeError`] and its reason codes |
+//! | [`npy`] | NumPy `.npy` float32 matrices (corpus `features.npy`): the one reader, and the header writer |
 //!
 //! # Reason codes
 //! A message that cannot be decoded goes to the dead-letter topic with the header
@@ -33,6 +34,7 @@ mod decode;
 mod encode;
 mod error;
 mod framing;
+pub mod npy;
 mod reader;
 mod records;
 mod schema;

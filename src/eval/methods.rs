@@ -13,9 +13,10 @@ use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
 use crate::attribute::{Attribute, PerAttribute, LIKERT_BINS};
+use crate::train::arch::LATENT;
 use crate::train::corpus::Labels;
 use crate::train::losses;
-use crate::train::nets::{Dropout, Heads, McdDnn, VaeEr, LATENT};
+use crate::train::nets::{Dropout, Heads, McdDnn, VaeEr};
 use crate::train::optim::{Adam, AdamConfig};
 use crate::train::trainer::{
     self, label_priors, run_epochs, EpochLoop, LabelBatch, Prepared, Reconstruction, Throughput, TrainConfig,

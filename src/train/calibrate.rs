@@ -11,9 +11,9 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::corpus::{Corpus, Split};
-use super::metrics;
 use super::serving::{self, AttributeOutputs, ServingParams};
 use super::TrainError;
+use super::{labels, metrics};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::model::manifest::{CoverageThresholds, Manifest, MODEL_FILE};
 use crate::uncertainty;
@@ -93,7 +93,7 @@ pub fn score(
     PerAttribute::try_from_fn(|a| {
         let o = &out[a];
         let labels = corpus.labels(rows, a);
-        let sd: Vec<f32> = rows.iter().map(|&i| metrics::vote_std(&corpus.ratings(i, a))).collect();
+        let sd: Vec<f32> = rows.iter().map(|&i| labels::vote_std(&corpus.ratings(i, a))).collect();
         let kld = super::trainer::mean_kld(&labels.soft, &o.distribution);
         let curve =
             uncertainty::coverage_curve(&o.value, &labels.consensus, &o.entropy, &metrics::coverage_grid())?;

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use indicatif::MultiProgress;
 
+use super::arch::LATENT;
 use super::calibrate::{self, AttributeEval};
 use super::corpus::msp::{self, FeatureFormat};
 use super::corpus::synth::{self, Sizes, SynthConfig, Variant};
 use super::corpus::{Corpus, Split};
-use super::nets::LATENT;
 use super::serving::{self, AttributeParams, Normalizer, ServingParams};
 use super::trainer::{self, AttributeReport, Prepared, TrainConfig};
 use super::{metrics, onnx, TrainError};

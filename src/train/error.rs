@@ -13,6 +13,9 @@ pub enum TrainError {
     #[error("{path}:{line}: {reason}")]
     Parse { path: PathBuf, line: usize, reason: String },
 
+    #[error("{path}: {source}")]
+    Npy { path: PathBuf, source: crate::codec::npy::NpyError },
+
     #[error("corpus {path} is not usable: {reason}")]
     Corpus { path: PathBuf, reason: String },
 

@@ -5,8 +5,10 @@
 //! | module | job |
 //! |---|---|
 //! | [`corpus`] | in-memory corpus, synthetic generator, MSP-style file loader/writer |
-//! | [`metrics`] | soft labels, CCC, entropy, coverage curves, quintiles (plain slices) |
-//! | [`npy`] | float32 `.npy` I/O for feature matrices |
+//! | [`labels`] | the trainer's labels from integer votes: histogram (soft label), mean (consensus), spread |
+//! | [`metrics`] | CCC, Pearson and the coverage grid for training-time monitoring (plain slices) |
+//! | [`npy`] | `.npy` feature-matrix files (the format is [`crate::codec::npy`]) |
+//! | [`arch`] | the networks' sizes (latent width, hidden widths, depths), shared by nets, serving and onnx |
 //! | [`nets`] | candle layers: VAE-ER and STL networks, seeded dropout |
 //! | [`losses`] | the loss terms of Eq. (2)–(3) as tensors |
 //! | [`optim`] | Adam applied in place on the parameter storage |
@@ -16,10 +18,12 @@
 //! | [`calibrate`] | entropy thresholds per coverage on the dev split → manifest |
 //! | [`cli`] | `emogate synth`, `train`, `calibrate` |
 
+pub mod arch;
 pub mod calibrate;
 pub mod cli;
 pub mod corpus;
 pub mod error;
+pub mod labels;
 pub mod losses;
 pub mod metrics;
 pub mod nets;

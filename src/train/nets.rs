@@ -9,19 +9,10 @@ use candle_core::{DType, Device, Result, Tensor, Var, D};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::arch::{ER_HIDDEN, ER_LAYERS, LATENT, VAE_HIDDEN, VAE_LAYERS};
 use super::serving::{AttributeParams, DenseParams};
 use crate::attribute::LIKERT_BINS;
 
-/// VAE hidden width (encoder and decoder).
-pub const VAE_HIDDEN: usize = 512;
-/// Latent width; the noise bank is `[S, LATENT]`.
-pub const LATENT: usize = 256;
-/// Emotional-regressor (and STL) hidden width.
-pub const ER_HIDDEN: usize = 128;
-/// Encoder and decoder depth.
-pub const VAE_LAYERS: usize = 3;
-/// ER and STL depth.
-pub const ER_LAYERS: usize = 4;
 /// Initial bias of the log σ² head.
 pub const INIT_LOGVAR: f32 = -6.0;
 

@@ -22,7 +22,7 @@ use onnx_protobuf::{
     StringStringEntryProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
 };
 
-use super::nets::LATENT;
+use super::arch::LATENT;
 use super::serving::{AttributeParams, DenseParams, Normalizer, ServingParams, ENTROPY_FLOOR};
 use super::TrainError;
 use crate::attribute::{Attribute, PerAttribute, LIKERT_BINS};
@@ -306,7 +306,7 @@ pub fn read(path: &Path) -> Result<ServingParams, TrainError> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::train::nets::{ER_LAYERS, VAE_LAYERS};
+    use crate::train::arch::{ER_LAYERS, VAE_LAYERS};
     use rand::{Rng, SeedableRng};
 
     fn layer(rng: &mut rand_chacha::ChaCha8Rng, i: usize, o: usize) -> DenseParams {

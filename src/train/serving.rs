@@ -14,7 +14,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use super::nets::LATENT;
+use super::arch::{ER_LAYERS, LATENT, VAE_LAYERS};
 use super::TrainError;
 use crate::attribute::{Attribute, PerAttribute, LIKERT_BINS};
 use crate::model::NoiseBank;
@@ -64,11 +64,9 @@ impl AttributeParams {
     pub fn from_lookup(
         mut lookup: impl FnMut(&str) -> Result<DenseParams, TrainError>,
     ) -> Result<Self, TrainError> {
-        let enc =
-            (0..super::nets::VAE_LAYERS).map(|k| lookup(&format!("enc{k}"))).collect::<Result<_, _>>()?;
-        let er = (0..super::nets::ER_LAYERS).map(|k| lookup(&format!("er{k}"))).collect::<Result<_, _>>()?;
-        let stl =
-            (0..super::nets::ER_LAYERS).map(|k| lookup(&format!("stl{k}"))).collect::<Result<_, _>>()?;
+        let enc = (0..VAE_LAYERS).map(|k| lookup(&format!("enc{k}"))).collect::<Result<_, _>>()?;
+        let er = (0..ER_LAYERS).map(|k| lookup(&format!("er{k}"))).collect::<Result<_, _>>()?;
+        let stl = (0..ER_LAYERS).map(|k| lookup(&format!("stl{k}"))).collect::<Result<_, _>>()?;
         Ok(AttributeParams {
             enc,
             mu: lookup("mu")?,

@@ -15,10 +15,11 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
+use super::arch::LATENT;
 use super::corpus::{Corpus, Labels, Split};
 use super::losses;
 use super::metrics;
-use super::nets::{attribute_params, Dropout, Stl, VaeEr, LATENT};
+use super::nets::{attribute_params, Dropout, Stl, VaeEr};
 use super::optim::{Adam, AdamConfig};
 use super::serving::{AttributeParams, Normalizer};
 use super::TrainError;

@@ -8,7 +8,7 @@
 //!
 //! | piece | paper | used for |
 //! |---|---|---|
-//! | [`soft_label`], [`consensus_label`] ([`soft_labels`]) | §III-A: bin the attribute space, count votes per bin, normalise; the consensus label is the mean vote (targets of Eq. 3) | training targets |
+//! | [`soft_label`], [`consensus_label`] ([`soft_labels`]) | §III-A: bin the attribute space, count votes per bin, normalise; the consensus label is the mean vote (targets of Eq. 3) | the labels on any Likert scale; the trainer's `train::labels` (raw votes, 7-point corpora) gives the same bits on 1–7 votes |
 //! | [`entropy_nats`] ([`entropy`]) | §III-B: entropy of the (MC-averaged) predicted distribution | the uncertainty score |
 //! | [`ccc()`], [`pearson`] ([`mod@ccc`]) | Lin's concordance correlation coefficient, the metric of every table and figure and the `(1 − CCC)` loss of Eq. 3 | evaluation |
 //! | [`coverage_curve`], [`standard_coverages`] ([`coverage`]) | §V-B, Fig. 3: CCC as the most uncertain samples are rejected, 100% → 20% coverage | evaluation |

@@ -1,9 +1,16 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: the Python reference environment and the
+//! `emogate` binary (here), polling ([`wait`]), the archive read-back ([`archive`]), codec
+//! helpers ([`codec`]) and sample predictions ([`predictions`]).
 //!
 //! Independent reference implementations (fastavro, onnxruntime, audmetric, pyarrow) run in
 //! the Python environment that `make deps` creates in `.cache/venv`. A missing environment
 //! is a setup error, never a skipped test.
 #![allow(dead_code)]
+
+pub mod archive;
+pub mod codec;
+pub mod predictions;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -18,20 +18,11 @@ use std::time::{Duration, Instant};
 use emogate::config::Config;
 
 use crate::common;
+use crate::common::wait::wait_until;
 
 /// A free TCP port on 127.0.0.1 (bound and released; the caller binds it again at once).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Polls `done` every 100 ms until it holds; panics naming `what` after `timeout`.
-pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) -> Duration {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    t0.elapsed()
 }
 
 /// Spawns `program args` with its stdout and stderr appended to `log`.

@@ -7,7 +7,7 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use emogate::codec::Framing;
 use emogate::config::{Config, DeliveryMode, TopicsConfig};
@@ -21,6 +21,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 
 use crate::common;
+use crate::common::wait::wait_until;
 
 pub const PARTITIONS: i32 = 4;
 
@@ -128,15 +129,6 @@ pub fn start(config: Config) -> Running {
     Running { metrics, trigger, handle: tokio::spawn(stage.run()) }
 }
 
-/// Waits until `done()` or panics after `timeout`.
-pub async fn wait_for(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while !done() {
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The independent read-back (confluent-kafka + fastavro) as JSON.
 pub fn python_read_back(brokers: &str, topics: &TopicsConfig, expected: usize) -> serde_json::Value {
     let list = format!("{},{},{}", topics.accepted, topics.rejected, topics.dlq);
@@ -242,11 +234,9 @@ impl Broker {
             .spawn()
             .expect("start tansu");
         let broker = Broker { brokers: format!("127.0.0.1:{port}"), child: Some(child) };
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(t0.elapsed() < Duration::from_secs(20), "tansu did not start listening on {port}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(&format!("tansu listening on {port}"), Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
         broker
     }
 

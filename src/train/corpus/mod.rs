@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::attribute::{Attribute, PerAttribute, LIKERT_BINS};
 
-use super::metrics;
+use super::labels;
 
 /// Feature dimensionality of the ComParE/IS13 openSMILE set the serving contract fixes.
 pub const FEATURE_DIMS: usize = 6373;
@@ -140,8 +140,8 @@ impl Corpus {
         let mut soft = Vec::with_capacity(rows.len() * LIKERT_BINS);
         for &i in rows {
             let r = self.ratings(i, attribute);
-            consensus.push(metrics::consensus(&r));
-            soft.extend_from_slice(&metrics::soft_label(&r));
+            consensus.push(labels::vote_mean(&r));
+            soft.extend_from_slice(&labels::vote_histogram(&r));
         }
         Labels { consensus, soft }
     }

@@ -380,7 +380,7 @@ pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
 mod tests {
     use super::*;
     use crate::attribute::Attribute;
-    use crate::train::metrics;
+    use crate::train::{labels, metrics};
 
     fn tiny(seed: u64, variant: Variant) -> (Corpus, Vec<Truth>) {
         let sizes = Sizes { train: 40, dev: 10, test: 10, unlabeled: 5, speakers: [4, 2, 2, 1] };
@@ -414,7 +414,7 @@ mod tests {
         let rows = c.indices(Split::Train);
         let amb: Vec<f32> = rows.iter().map(|&i| t[i].ambiguity).collect();
         for a in Attribute::ALL {
-            let sd: Vec<f32> = rows.iter().map(|&i| metrics::vote_std(&c.ratings(i, a))).collect();
+            let sd: Vec<f32> = rows.iter().map(|&i| labels::vote_std(&c.ratings(i, a))).collect();
             assert!(metrics::pearson(&amb, &sd) > 0.4, "{a}: {}", metrics::pearson(&amb, &sd));
         }
     }
