@@ -27,6 +27,7 @@ pub mod codec;
 pub mod config;
 #[cfg(feature = "train")]
 pub mod eval;
+pub mod kafka_settings;
 pub mod model;
 pub mod pipeline;
 pub mod policy;

@@ -48,6 +48,7 @@ use super::metrics::{ArchiveMetrics, ArchiveSummary, NoMetrics};
 use super::partition::validate_topic;
 use super::roll::RollReason;
 use super::sink::{ArchiveSink, LocalFsSink};
+use crate::kafka_settings::ClientSettings;
 
 /// Longest wait in one poll: bounds how late a shutdown request or an age roll is noticed.
 const MAX_POLL: Duration = Duration::from_millis(100);
@@ -104,17 +105,15 @@ impl ArchiveStage {
 
     /// The librdkafka configuration of the consumer (see the module docs).
     pub fn client_config(&self) -> ClientConfig {
-        let mut c = ClientConfig::new();
-        c.set("auto.offset.reset", "earliest").set("client.id", "emogate-archive");
-        for (key, value) in &self.kafka.properties {
-            c.set(key, value);
-        }
-        c.set("bootstrap.servers", &self.kafka.brokers)
-            .set("group.id", &self.config.group_id)
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("isolation.level", "read_committed");
-        c
+        ClientSettings::new(&self.kafka.brokers)
+            .default_value("auto.offset.reset", "earliest")
+            .default_value("client.id", "emogate-archive")
+            .properties(&self.kafka.properties)
+            .owned("group.id", self.config.group_id.clone())
+            .owned("enable.auto.commit", "false")
+            .owned("enable.auto.offset.store", "false")
+            .owned("isolation.level", "read_committed")
+            .build()
     }
 
     /// Runs the stage on a dedicated thread until `shutdown` completes (then flushes, commits

@@ -1,45 +1,36 @@
 //! librdkafka client settings: the ones the pipeline's guarantees depend on.
 //!
 //! emogate owns the properties in [`crate::config::OWNED_PROPERTIES`] (auto-commit off, offsets
-//! stored by the pipeline, `read_committed`, idempotence, `transactional.id`); everything in
-//! `kafka.properties` is applied on top, so SASL/TLS and tuning work as with any librdkafka
-//! client.
+//! stored by the pipeline, `read_committed`, idempotence, `transactional.id`); everything else
+//! in `kafka.properties` overrides emogate's defaults, so SASL/TLS and tuning work as with any
+//! librdkafka client. The layering is [`crate::kafka_settings`]'s, the same for every client.
 
-use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::config::ClientConfig;
 
 use crate::config::{Config, DeliveryMode};
+use crate::kafka_settings::ClientSettings;
 
-/// Settings common to every client: brokers, statistics, then the passthrough properties.
-fn base_config(config: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &config.kafka.brokers);
+/// What every infer-stage client shares: brokers, statistics, `kafka.properties`.
+fn settings(config: &Config) -> ClientSettings<'_> {
+    let mut s = ClientSettings::new(&config.kafka.brokers).properties(&config.kafka.properties.0);
     if config.telemetry.stats_interval_ms > 0 {
-        c.set("statistics.interval.ms", config.telemetry.stats_interval_ms.to_string());
+        s = s.default_value("statistics.interval.ms", config.telemetry.stats_interval_ms.to_string());
     }
-    c.set_log_level(RDKafkaLogLevel::Warning);
-    c
-}
-
-fn apply_properties(mut c: ClientConfig, config: &Config) -> ClientConfig {
-    for (k, v) in config.kafka.properties.iter() {
-        c.set(k, v);
-    }
-    c
+    s
 }
 
 /// A consumer of `group`: manual offset management, `read_committed` (so a transactional
 /// upstream's aborted records are skipped), `earliest` on a new group (so a fresh deployment
 /// processes the backlog rather than silently skipping it; override `auto.offset.reset`).
-/// The archive stage uses this with `kafka.archive_group_id`.
 pub fn consumer_config(config: &Config, group: &str) -> ClientConfig {
-    let mut c = base_config(config);
-    c.set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("isolation.level", "read_committed")
-        .set("enable.partition.eof", "false")
-        .set("auto.offset.reset", "earliest");
-    apply_properties(c, config)
+    settings(config)
+        .default_value("auto.offset.reset", "earliest")
+        .owned("group.id", group)
+        .owned("enable.auto.commit", "false")
+        .owned("enable.auto.offset.store", "false")
+        .owned("isolation.level", "read_committed")
+        .owned("enable.partition.eof", "false")
+        .build()
 }
 
 /// The infer stage's producer: idempotent always; transactional in exactly-once mode.
@@ -55,14 +46,17 @@ pub fn consumer_config(config: &Config, group: &str) -> ClientConfig {
 /// and took 0.3–0.8 % more of the process's CPU than lz4, from the model's cores
 /// (docs/benchmarks.md).
 pub fn producer_config(config: &Config) -> ClientConfig {
-    let mut c = base_config(config);
-    c.set("enable.idempotence", "true").set("linger.ms", "5").set("compression.type", "lz4");
+    let mut s = settings(config)
+        .default_value("linger.ms", "5")
+        .default_value("compression.type", "lz4")
+        .default_value("message.timeout.ms", config.delivery.commit_timeout_ms.to_string())
+        .owned("enable.idempotence", "true");
     if config.delivery.mode == DeliveryMode::ExactlyOnce {
-        c.set("transactional.id", config.transactional_id())
-            .set("transaction.timeout.ms", config.delivery.transaction_timeout_ms.to_string());
+        s = s
+            .default_value("transaction.timeout.ms", config.delivery.transaction_timeout_ms.to_string())
+            .owned("transactional.id", config.transactional_id());
     }
-    c.set("message.timeout.ms", config.delivery.commit_timeout_ms.to_string());
-    apply_properties(c, config)
+    s.build()
 }
 
 #[cfg(test)]
