@@ -22,7 +22,6 @@
 
 pub mod archive;
 pub mod attribute;
-pub mod bench;
 pub mod codec;
 pub mod config;
 #[cfg(feature = "train")]
@@ -31,6 +30,8 @@ pub mod model;
 pub mod pipeline;
 pub mod policy;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod uncertainty;

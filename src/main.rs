@@ -1,20 +1,31 @@
 //! emogate command line (DESIGN §3). Parsing and wiring only; the work is in the library.
 
-use std::path::{Path, PathBuf};
+#[cfg(feature = "testkit")]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use emogate::bench::{bracketed_ratios, median, peak_rss_mb, raw_inference, RawBenchConfig, RawBenchResult};
+#[cfg(feature = "testkit")]
 use emogate::codec::Framing;
-use emogate::config::{Config, DeliveryMode};
+use emogate::config::Config;
+#[cfg(feature = "testkit")]
+use emogate::config::DeliveryMode;
+#[cfg(feature = "testkit")]
 use emogate::model::{LoadedModel, ModelOptions, ProviderChoice};
-use emogate::pipeline::demo::{self, DemoOptions, InputMode};
-use emogate::pipeline::produce::{self, ProduceOptions, RecordSource};
 use emogate::pipeline::stage::{self, StageContext, StageFuture};
 use emogate::pipeline::{shutdown, InferStage};
 use emogate::telemetry::{self, Health, Metrics};
+#[cfg(feature = "testkit")]
+use emogate::testkit::bench::{
+    bracketed_ratios, median, peak_rss_mb, raw_inference, RawBenchConfig, RawBenchResult,
+};
+#[cfg(feature = "testkit")]
+use emogate::testkit::demo::{self, DemoOptions, InputMode};
+#[cfg(feature = "testkit")]
+use emogate::testkit::load::{self as produce, ProduceOptions, RecordSource};
 
 #[derive(Parser)]
 #[command(name = "emogate", version, about = "Uncertainty-aware speech emotion recognition on Kafka")]
@@ -25,6 +36,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    #[cfg(feature = "testkit")]
     /// End-to-end run on an in-process mock Kafka cluster with synthetic records; prints a summary.
     Demo {
         /// Synthetic records to send (five malformed ones are added).
@@ -46,6 +58,7 @@ enum Command {
         #[arg(long, value_enum, default_value_t = StageChoice::Both)]
         stage: StageChoice,
     },
+    #[cfg(feature = "testkit")]
     /// Load generator / corpus replay: send feature records to a topic.
     Produce {
         #[arg(long)]
@@ -73,6 +86,7 @@ enum Command {
         #[arg(long = "property", short = 'X', value_parser = parse_property)]
         properties: Vec<(String, String)>,
     },
+    #[cfg(feature = "testkit")]
     /// Measures inference throughput and prints one JSON object (DESIGN §3).
     Bench(BenchArgs),
     /// Writes a synthetic corpus with per-annotator votes (feature `train`).
@@ -89,6 +103,7 @@ enum Command {
     Evaluate(emogate::eval::EvaluateOptions),
 }
 
+#[cfg(feature = "testkit")]
 #[derive(clap::Args)]
 struct BenchArgs {
     /// Model directory (default: models/default if present, else models/fixture).
@@ -154,12 +169,14 @@ struct BenchArgs {
     input_properties: Vec<(String, String)>,
 }
 
+#[cfg(feature = "testkit")]
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum E2eInput {
     Preproduced,
     Live,
 }
 
+#[cfg(feature = "testkit")]
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
     ExactlyOnce,
@@ -173,6 +190,7 @@ enum StageChoice {
     Both,
 }
 
+#[cfg(feature = "testkit")]
 fn parse_property(s: &str) -> Result<(String, String), String> {
     s.split_once('=')
         .map(|(k, v)| (k.trim().to_string(), v.to_string()))
@@ -193,6 +211,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        #[cfg(feature = "testkit")]
         Command::Demo { records, model, delivery } => {
             telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn")?;
             let mut options = DemoOptions { records, ..DemoOptions::default() };
@@ -225,6 +244,7 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Serve { config, stage } => serve(config, stage),
+        #[cfg(feature = "testkit")]
         Command::Bench(args) => {
             telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn")?;
             bench(args)
@@ -252,6 +272,7 @@ fn main() -> Result<()> {
             println!("report, CSVs and figures: {}", args.out.display());
             Ok(())
         }
+        #[cfg(feature = "testkit")]
         Command::Produce { brokers, topic, corpus, synthetic, rate, dims, seed, schema_id, properties } => {
             telemetry::init_tracing(emogate::config::LogFormat::Pretty, "info")?;
             let source = match (corpus, synthetic) {
@@ -336,6 +357,7 @@ fn serve(config_path: Option<PathBuf>, stage: StageChoice) -> Result<()> {
     })
 }
 
+#[cfg(feature = "testkit")]
 fn bench(args: BenchArgs) -> Result<()> {
     let model_dir = args.model.clone().unwrap_or_else(|| DemoOptions::default().model_dir);
     let loaded =
@@ -462,6 +484,7 @@ fn bench(args: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+#[cfg(feature = "testkit")]
 /// Runs `scripts/ort_bench.py` with the same model, batch, thread count and record count.
 fn python_reference(
     python: &Path,

@@ -9,6 +9,7 @@
 //! with `--ignored`. The exactly-once kill test needs a broker that hides aborted transactions
 //! from `read_committed` readers (Tansu 0.6 does not) and asserts that it runs against
 //! `EMOGATE_TEST_BROKERS`.
+#![cfg(feature = "testkit")]
 
 mod common;
 mod fault_support;
@@ -19,7 +20,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use emogate::config::{Config, DeliveryMode, TopicsConfig};
-use emogate::pipeline::cluster::KeyedPayload;
+use emogate::testkit::cluster::KeyedPayload;
 use fault_support::{wait_readyz, wait_until, PersistentBroker, Serve};
 use pipeline_support::{input_messages, python_read_back, test_config, unique_topics, Broker};
 use rdkafka::config::ClientConfig;

@@ -2,12 +2,13 @@
 //! really exports: run the demo flow (both stages on the mock cluster), take the `/metrics`
 //! exposition it ends with, and check every `emogate_*` name and label the dashboard and
 //! rules use against it, and the exported set against `deploy/metrics.txt`.
+#![cfg(feature = "testkit")]
 
 mod common;
 
 use emogate::config::DeliveryMode;
-use emogate::pipeline::demo::{run_demo, DemoOptions};
 use emogate::pipeline::stage::{self, StageContext};
+use emogate::testkit::demo::{run_demo, DemoOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alerts_query_only_exported_metrics() {

@@ -21,26 +21,19 @@
 //! | `kafka` | client settings, consumer context (rebalance, lag statistics) | Kafka |
 //! | `shutdown` | the drain signal | — |
 //! | `stage` | what a stage gets from the process, for `serve`/`demo` running several | — |
-//! | `synthetic` | synthetic and deliberately broken feature records (demo, load generator) | pure |
-//! | `cluster` | in-process mock cluster, bulk producing, independent read-back (demo, tests) | Kafka |
-//! | `produce` | `emogate produce`: load generator and corpus replay | Kafka |
-//! | `demo` | `emogate demo`: mock cluster, both stages, summary | Kafka |
+//!
+//! The demo, the load generator and the mock-cluster helpers are in [`crate::testkit`].
 
 pub mod batcher;
-pub mod cluster;
-pub mod demo;
 mod error;
 mod infer;
 pub mod kafka;
-pub mod latency;
 pub mod offsets;
-pub mod produce;
 mod producer;
 pub mod router;
 pub mod shutdown;
 mod source;
 pub mod stage;
-pub mod synthetic;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};

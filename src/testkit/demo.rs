@@ -15,16 +15,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cluster::{self, KeyedPayload, MockKafka, ReadBack};
-use super::error::PipelineError;
 use super::latency::{self, LatencyReport, Origin};
-use super::shutdown;
-use super::stage::{self, StageContext, StageFuture};
 use super::synthetic::{bad_messages, SyntheticFeatures};
-use super::{InferReport, InferStage};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::codec::Framing;
 use crate::config::{Config, DeliveryMode};
 use crate::model::{LoadedModel, ModelPool};
+use crate::pipeline::stage::{self, StageContext, StageFuture};
+use crate::pipeline::{router, shutdown, InferReport, InferStage, PipelineError};
 use crate::telemetry::{Health, Metrics};
 use crate::uncertainty::threshold_for_coverage;
 
@@ -487,7 +485,7 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let mut duplicates = 0;
     for o in &outputs {
         *read_back.entry(o.topic.clone()).or_default() += 1;
-        if let Some(input) = o.headers.get(super::router::HEADER_INPUT) {
+        if let Some(input) = o.headers.get(router::HEADER_INPUT) {
             if !seen.insert(input.clone()) {
                 duplicates += 1;
             }
