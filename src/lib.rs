@@ -26,9 +26,11 @@ pub mod codec;
 pub mod config;
 #[cfg(feature = "train")]
 pub mod eval;
+pub mod lifecycle;
 pub mod model;
 pub mod pipeline;
 pub mod policy;
+pub mod service;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

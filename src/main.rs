@@ -13,10 +13,11 @@ use emogate::codec::Framing;
 use emogate::config::Config;
 #[cfg(feature = "testkit")]
 use emogate::config::DeliveryMode;
+use emogate::lifecycle::{self, shutdown, StageContext};
 #[cfg(feature = "testkit")]
 use emogate::model::{LoadedModel, ModelOptions, ProviderChoice};
-use emogate::pipeline::stage::{self, StageContext, StageFuture};
-use emogate::pipeline::{shutdown, InferStage};
+use emogate::pipeline::InferStage;
+use emogate::service::{self, RunningStage};
 use emogate::telemetry::{self, Health, Metrics};
 #[cfg(feature = "testkit")]
 use emogate::testkit::bench::{
@@ -225,7 +226,7 @@ fn main() -> Result<()> {
             let summary = runtime()?
                 .block_on(demo::run_demo(
                     options,
-                    Box::new(|ctx: &StageContext| vec![("archive", stage::archive_stage(ctx))]),
+                    Box::new(|ctx: &StageContext| vec![("archive", service::archive_stage(ctx))]),
                 ))
                 .context("demo failed")?;
             println!("{summary}");
@@ -312,30 +313,37 @@ fn serve(config_path: Option<PathBuf>, stage: StageChoice) -> Result<()> {
         };
         let server = match ctx.config.telemetry.listen {
             Some(addr) => {
-                let (bound, task) =
-                    telemetry::serve_http(addr, Arc::clone(&ctx.metrics), Arc::clone(&ctx.health), listener)
-                        .await?;
+                let (bound, task) = telemetry::serve_http(
+                    addr,
+                    Arc::clone(&ctx.metrics),
+                    Arc::clone(&ctx.health),
+                    async move {
+                        let mut listener = listener;
+                        listener.wait().await
+                    },
+                )
+                .await?;
                 tracing::info!(%bound, "serving /metrics, /healthz, /readyz");
                 Some(task)
             }
             None => None,
         };
-        let mut stages: Vec<(&'static str, StageFuture)> = Vec::new();
+        let mut stages: Vec<(&'static str, RunningStage)> = Vec::new();
         if stage != StageChoice::Archive {
             let infer = {
                 let ctx = ctx.clone();
                 tokio::task::spawn_blocking(move || InferStage::new(ctx)).await??
             };
-            stages.push(("infer", stage::boxed(infer.run())));
+            stages.push(("infer", lifecycle::boxed(infer.run())));
         } else {
             // Readiness describes the infer stage (model, broker, assignment); an archive-only
             // process has none of those to wait for.
             ctx.health.mark_archive_only();
         }
         if stage != StageChoice::Infer {
-            stages.push(("archive", stage::archive_stage(&ctx)));
+            stages.push(("archive", service::archive_stage(&ctx)));
         }
-        let outcomes = stage::run_together(stages, trigger.clone()).await;
+        let outcomes = lifecycle::run_together(stages, trigger.clone()).await;
         trigger.trigger();
         if let Some(task) = server {
             let _ = task.await;
@@ -343,7 +351,7 @@ fn serve(config_path: Option<PathBuf>, stage: StageChoice) -> Result<()> {
         let mut failed = false;
         for (name, outcome) in outcomes {
             match outcome {
-                Ok(summary) => tracing::info!(stage = name, summary, "stage stopped"),
+                Ok(summary) => tracing::info!(stage = name, summary = %summary, "stage stopped"),
                 Err(e) => {
                     tracing::error!(stage = name, error = %e, "stage failed");
                     failed = true;

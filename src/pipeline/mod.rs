@@ -19,10 +19,9 @@
 //! | `source` | consumer loop, backpressure (pause/resume), rewinds | Kafka |
 //! | `producer` | delivery: at-least-once (idempotent) or exactly-once (transactions) | Kafka |
 //! | `kafka` | client settings, consumer context (rebalance, lag statistics) | Kafka |
-//! | `shutdown` | the drain signal | — |
-//! | `stage` | what a stage gets from the process, for `serve`/`demo` running several | — |
 //!
-//! The demo, the load generator and the mock-cluster helpers are in [`crate::testkit`].
+//! The shutdown signal and the [`StageContext`] a stage gets from the process are in
+//! [`crate::lifecycle`]; the demo, the load generator and the mock-cluster helpers in `testkit`.
 
 pub mod batcher;
 mod error;
@@ -31,9 +30,7 @@ pub mod kafka;
 pub mod offsets;
 mod producer;
 pub mod router;
-pub mod shutdown;
 mod source;
-pub mod stage;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,12 +44,11 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::attribute::PerAttribute;
 use crate::codec::{Decision, EmotionPrediction, FeatureDecoder, Framing};
 use crate::config::{Config, DeliveryMode};
+use crate::lifecycle::StageContext;
 use crate::model::{LoadedModel, ModelOptions, ModelPool};
 use crate::policy::RejectPolicy;
 
 pub use error::PipelineError;
-pub use shutdown::{Shutdown, ShutdownTrigger};
-pub use stage::StageContext;
 
 use kafka::{InferContext, SharedBook};
 use producer::Sink;

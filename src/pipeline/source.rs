@@ -27,7 +27,7 @@ use super::error::PipelineError;
 use super::infer::{self, InFlight};
 use super::kafka::{InferContext, SharedBook};
 use super::offsets::merge_rewind;
-use super::shutdown::Shutdown;
+use crate::lifecycle::Shutdown;
 use crate::model::ModelPool;
 use crate::telemetry::Metrics;
 

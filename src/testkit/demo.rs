@@ -20,9 +20,10 @@ use super::synthetic::{bad_messages, SyntheticFeatures};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::codec::Framing;
 use crate::config::{Config, DeliveryMode};
+use crate::lifecycle::{self, shutdown, StageContext};
 use crate::model::{LoadedModel, ModelPool};
-use crate::pipeline::stage::{self, StageContext, StageFuture};
-use crate::pipeline::{router, shutdown, InferReport, InferStage, PipelineError};
+use crate::pipeline::{router, InferReport, InferStage, PipelineError};
+use crate::service::{RunningStage, StageError, StageReport};
 use crate::telemetry::{Health, Metrics};
 use crate::uncertainty::threshold_for_coverage;
 
@@ -109,7 +110,7 @@ impl Default for DemoOptions {
 }
 
 /// What the demo measured and verified.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DemoSummary {
     pub options: DemoOptions,
     pub model: String,
@@ -132,7 +133,7 @@ pub struct DemoSummary {
     pub archive_rows: u64,
     pub archive_files: u64,
     /// Outcomes of the extra stages (e.g. the archive).
-    pub other_stages: Vec<(&'static str, Result<String, String>)>,
+    pub other_stages: Vec<(&'static str, Result<StageReport, StageError>)>,
     /// The Prometheus exposition of the run's metrics at the end (what `/metrics` serves),
     /// so dashboards and alerts can be checked against what the service really exports.
     pub metrics_text: String,
@@ -290,7 +291,7 @@ impl Drop for StopOnDrop {
 }
 
 /// Extra stages to run next to the infer stage, built from its context.
-pub type ExtraStages = Box<dyn FnOnce(&StageContext) -> Vec<(&'static str, StageFuture)>>;
+pub type ExtraStages = Box<dyn FnOnce(&StageContext) -> Vec<(&'static str, RunningStage)>>;
 
 /// Runs the demo end to end.
 pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSummary, PipelineError> {
@@ -440,7 +441,7 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let other_outcomes = if others.is_empty() {
         Vec::new()
     } else {
-        stage::run_together(std::mem::take(&mut others), trigger.clone()).await
+        lifecycle::run_together(std::mem::take(&mut others), trigger.clone()).await
     };
     let elapsed = watcher.await.map_err(|e| PipelineError::Fatal(format!("watcher failed: {e}")))?;
     let report =

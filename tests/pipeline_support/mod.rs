@@ -11,8 +11,9 @@ use std::time::{Duration, Instant};
 
 use emogate::codec::Framing;
 use emogate::config::{Config, DeliveryMode, TopicsConfig};
-use emogate::pipeline::shutdown::{self, ShutdownTrigger};
-use emogate::pipeline::{InferReport, InferStage, PipelineError, StageContext};
+use emogate::lifecycle::shutdown::{self, ShutdownTrigger};
+use emogate::lifecycle::StageContext;
+use emogate::pipeline::{InferReport, InferStage, PipelineError};
 use emogate::telemetry::{Health, Metrics};
 use emogate::testkit::cluster::{self, KeyedPayload};
 use emogate::testkit::synthetic::{bad_messages, BadMessage, SyntheticFeatures};
