@@ -26,6 +26,7 @@ pub mod codec;
 pub mod config;
 #[cfg(feature = "train")]
 pub mod eval;
+pub mod human;
 pub mod lifecycle;
 pub mod model;
 pub mod pipeline;

@@ -8,7 +8,10 @@
 use std::fmt;
 use std::sync::Arc;
 
+use serde_json::json;
+
 use crate::archive::{ArchiveError, ArchiveKafka, ArchiveMetrics, ArchiveStage, ArchiveSummary};
+use crate::human;
 use crate::lifecycle::{boxed, StageContext, StageFuture, StageTaskFailed};
 use crate::pipeline::{InferReport, PipelineError};
 
@@ -46,25 +49,69 @@ impl fmt::Display for StageReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StageReport::Infer(r) => {
-                let reasons: Vec<String> = r.dead_lettered.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                let reasons: Vec<String> =
+                    r.dead_lettered.iter().map(|(k, v)| format!("{k} {}", human::count(*v))).collect();
                 write!(
                     f,
-                    "{} predictions (accepted {}, rejected {}) in {} batches, {} dead-lettered ({})",
-                    r.predictions,
-                    r.accepted,
-                    r.rejected,
-                    r.batches,
-                    r.dead_lettered_total(),
-                    reasons.join(", ")
-                )
+                    "{} predictions (accepted {}, rejected {}) in {} batches, {} dead-lettered",
+                    human::count(r.predictions),
+                    human::count(r.accepted),
+                    human::count(r.rejected),
+                    human::count(r.batches),
+                    human::count(r.dead_lettered_total()),
+                )?;
+                if !reasons.is_empty() {
+                    write!(f, " ({})", reasons.join(", "))?;
+                }
+                Ok(())
             }
             StageReport::Archive(s) => write!(
                 f,
-                "{} rows in {} files ({} bytes), {} records skipped, {} offset commits",
-                s.rows, s.files, s.bytes, s.skipped_records, s.commits
+                "{} rows in {} files ({}), {} records skipped, {} offset commits",
+                human::count(s.rows),
+                human::count(s.files),
+                human::bytes(s.bytes),
+                human::count(s.skipped_records),
+                human::count(s.commits)
             ),
         }
     }
+}
+
+impl StageReport {
+    /// The report as one JSON object (`--json`): the infer stage's counts and mean entropy per
+    /// attribute, or the archive's totals.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            StageReport::Infer(r) => json!({
+                "predictions": r.predictions,
+                "accepted": r.accepted,
+                "rejected": r.rejected,
+                "dead_lettered": r.dead_lettered,
+                "batches": r.batches,
+                "mean_entropy": r.mean_entropy(),
+            }),
+            StageReport::Archive(s) => json!({
+                "files": s.files,
+                "rows": s.rows,
+                "bytes": s.bytes,
+                "skipped_records": s.skipped_records,
+                "commits": s.commits,
+            }),
+        }
+    }
+}
+
+/// Each stage's outcome as one JSON object: `{"stage": …, "ok": true, "report": {…}}` or
+/// `{"stage": …, "ok": false, "error": "…"}`.
+pub fn outcomes_json(outcomes: &[(&'static str, Result<StageReport, StageError>)]) -> serde_json::Value {
+    outcomes
+        .iter()
+        .map(|(name, outcome)| match outcome {
+            Ok(report) => json!({ "stage": name, "ok": true, "report": report.to_json() }),
+            Err(e) => json!({ "stage": name, "ok": false, "error": e.to_string() }),
+        })
+        .collect()
 }
 
 /// A stage as the process runs it.

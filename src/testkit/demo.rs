@@ -20,10 +20,11 @@ use super::synthetic::{bad_messages, SyntheticFeatures};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::codec::Framing;
 use crate::config::{Config, DeliveryMode};
+use crate::human;
 use crate::lifecycle::{self, shutdown, StageContext};
 use crate::model::{LoadedModel, ModelPool};
 use crate::pipeline::{router, InferReport, InferStage, PipelineError};
-use crate::service::{RunningStage, StageError, StageReport};
+use crate::service::{self, RunningStage, StageError, StageReport};
 use crate::telemetry::{Health, Metrics};
 use crate::uncertainty::threshold_for_coverage;
 
@@ -151,73 +152,111 @@ impl DemoSummary {
 impl fmt::Display for DemoSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.report;
+        let count = human::count;
         writeln!(
             f,
-            "emogate demo — in-process mock Kafka cluster, {} partitions, {:?}",
-            self.options.partitions, self.options.mode
+            "emogate demo — in-process mock Kafka cluster, {} partitions, {}",
+            self.options.partitions,
+            delivery_name(self.options.mode)
         )?;
-        writeln!(
-            f,
-            "  model              {} ({} on {})",
-            self.model,
-            self.options.model_dir.display(),
-            self.provider
-        )?;
-        writeln!(
-            f,
-            "  thresholds (nats)  valence {:.3}  arousal {:.3}  dominance {:.3}  — {}",
-            self.thresholds.valence,
-            self.thresholds.arousal,
-            self.thresholds.dominance,
-            self.thresholds_origin
-        )?;
-        writeln!(f, "  records in         {} synthetic + {} malformed", self.options.records, self.bad_sent)?;
-        writeln!(
-            f,
-            "  throughput         {:.0} records/s ({:.2} s end to end)",
-            self.records_per_sec(),
-            self.seconds
-        )?;
+        let model = format!("{} ({} on {})", self.model, self.options.model_dir.display(), self.provider);
+        human::row(f, "model", model)?;
+        let th = &self.thresholds;
+        let thresholds = format!(
+            "valence {:.3}  arousal {:.3}  dominance {:.3}  — {}",
+            th.valence, th.arousal, th.dominance, self.thresholds_origin
+        );
+        human::row(f, "thresholds (nats)", thresholds)?;
+        let records =
+            format!("{} synthetic + {} malformed", count(self.options.records as u64), self.bad_sent);
+        human::row(f, "records in", records)?;
+        let throughput =
+            format!("{} records/s ({:.2} s end to end)", human::whole(self.records_per_sec()), self.seconds);
+        human::row(f, "throughput", throughput)?;
         let pct = |n: u64| 100.0 * n as f64 / (r.predictions.max(1)) as f64;
-        writeln!(
-            f,
-            "  predictions        {} — accepted {} ({:.1}%), rejected {} ({:.1}%)",
-            r.predictions,
-            r.accepted,
+        let predictions = format!(
+            "{} — accepted {} ({:.1} %), rejected {} ({:.1} %)",
+            count(r.predictions),
+            count(r.accepted),
             pct(r.accepted),
-            r.rejected,
+            count(r.rejected),
             pct(r.rejected)
-        )?;
+        );
+        human::row(f, "predictions", predictions)?;
         let mean = r.mean_entropy();
-        writeln!(
-            f,
-            "  mean entropy       valence {:.3}  arousal {:.3}  dominance {:.3} nats",
+        let entropy = format!(
+            "valence {:.3}  arousal {:.3}  dominance {:.3} nats",
             mean[Attribute::Valence],
             mean[Attribute::Arousal],
             mean[Attribute::Dominance]
-        )?;
-        let reasons: Vec<String> = r.dead_lettered.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        writeln!(f, "  dead-lettered      {} ({})", r.dead_lettered_total(), reasons.join(", "))?;
-        let topics: Vec<String> = self.read_back.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        writeln!(
+        );
+        human::row(f, "mean entropy", entropy)?;
+        let reasons: Vec<String> =
+            r.dead_lettered.iter().map(|(k, v)| format!("{k} {}", count(*v))).collect();
+        human::row(
             f,
-            "  read back          {} — duplicates by input offset: {}",
-            topics.join(", "),
-            self.duplicates
+            "dead-lettered",
+            format!("{} ({})", count(r.dead_lettered_total()), reasons.join(", ")),
         )?;
+        let topics: Vec<String> =
+            self.read_back.iter().map(|(k, v)| format!("{k} {}", count(*v as u64))).collect();
+        let read_back = format!("{} — duplicates by input offset: {}", topics.join(", "), self.duplicates);
+        human::row(f, "read back", read_back)?;
         for (name, outcome) in &self.other_stages {
+            let label = format!("{name} stage");
             match outcome {
-                Ok(summary) => writeln!(f, "  {:<18} {summary}", format!("{name} stage"))?,
-                Err(e) => writeln!(f, "  {:<18} FAILED: {e}", format!("{name} stage"))?,
+                Ok(report) => human::row(f, &label, report)?,
+                Err(e) => human::row(f, &label, format!("FAILED: {e}"))?,
             }
         }
-        write!(
-            f,
-            "  archive            {} rows in {} files under {}",
-            self.archive_rows,
-            self.archive_files,
+        let archive = format!(
+            "{} rows in {} files under {}",
+            count(self.archive_rows),
+            count(self.archive_files),
             self.options.archive_root.display()
-        )
+        );
+        human::row(f, "archive", archive)
+    }
+}
+
+/// The `--delivery` spelling of a mode (`exactly-once`).
+fn delivery_name(mode: DeliveryMode) -> String {
+    clap::ValueEnum::to_possible_value(&mode)
+        .map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
+}
+
+impl DemoSummary {
+    /// The summary as one JSON object (`emogate demo --json`): what the human summary says,
+    /// unrounded, plus the other stages' outcomes and, for paced runs, the latency.
+    pub fn to_json(&self) -> serde_json::Value {
+        let r = &self.report;
+        serde_json::json!({
+            "model": self.model,
+            "model_dir": self.options.model_dir,
+            "provider": self.provider,
+            "delivery": self.options.mode,
+            "partitions": self.options.partitions,
+            "thresholds": self.thresholds,
+            "thresholds_origin": self.thresholds_origin,
+            "records": self.options.records,
+            "bad_sent": self.bad_sent,
+            "seconds": self.seconds,
+            "records_per_sec": self.records_per_sec(),
+            "inference_seconds": self.inference_seconds,
+            "inference_batches": self.inference_batches,
+            "predictions": r.predictions,
+            "accepted": r.accepted,
+            "rejected": r.rejected,
+            "dead_lettered": r.dead_lettered,
+            "mean_entropy": r.mean_entropy(),
+            "read_back": self.read_back,
+            "duplicates": self.duplicates,
+            "archive_rows": self.archive_rows,
+            "archive_files": self.archive_files,
+            "archive_root": self.options.archive_root,
+            "stages": service::outcomes_json(&self.other_stages),
+            "latency": self.latency,
+        })
     }
 }
 

@@ -21,6 +21,9 @@ pub struct DemoArgs {
     /// Delivery mode of the infer stage.
     #[arg(long, value_enum, default_value_t = DeliveryMode::ExactlyOnce)]
     delivery: DeliveryMode,
+    /// Print the summary as one JSON object instead of the human one.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: DemoArgs) -> Result<()> {
@@ -35,7 +38,11 @@ pub fn run(args: DemoArgs) -> Result<()> {
             Box::new(|ctx: &StageContext| vec![("archive", service::archive_stage(ctx))]),
         ))
         .context("demo failed")?;
-    println!("{summary}");
+    if args.json {
+        println!("{}", serde_json::to_string(&summary.to_json())?);
+    } else {
+        print!("{summary}");
+    }
     let expected = summary.options.records + summary.bad_sent;
     let read: usize = summary.read_back.values().sum();
     if read != expected || summary.duplicates > 0 {

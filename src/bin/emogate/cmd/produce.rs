@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 
 use emogate::codec::Framing;
+use emogate::human;
 use emogate::testkit::load::{self, ProduceOptions, RecordSource};
 
 /// `emogate produce`
@@ -34,11 +35,15 @@ pub struct ProduceArgs {
     /// Extra librdkafka property, `name=value` (repeatable).
     #[arg(long = "property", short = 'X', value_parser = super::parse_property)]
     properties: Vec<(String, String)>,
+    /// Print what was sent as one JSON object instead of a sentence.
+    #[arg(long)]
+    json: bool,
 }
 
 pub fn run(args: ProduceArgs) -> Result<()> {
     super::init_tracing("info")?;
-    let ProduceArgs { brokers, topic, corpus, synthetic, rate, dims, seed, schema_id, properties } = args;
+    let ProduceArgs { brokers, topic, corpus, synthetic, rate, dims, seed, schema_id, properties, json } =
+        args;
     let source = match (corpus, synthetic) {
         (Some(dir), _) => RecordSource::Corpus(dir),
         (None, Some(count)) => RecordSource::Synthetic { count, dims, seed },
@@ -47,12 +52,23 @@ pub fn run(args: ProduceArgs) -> Result<()> {
     let framing = schema_id.map_or(Framing::SingleObject, |schema_id| Framing::Confluent { schema_id });
     let options = ProduceOptions { brokers, topic, source, rate, framing, properties };
     let report = super::runtime()?.block_on(load::produce(&options)).context("produce failed")?;
-    println!(
-        "sent {} records to {} in {:.2} s ({:.0} records/s)",
-        report.records,
-        options.topic,
-        report.seconds,
-        report.records as f64 / report.seconds.max(1e-9)
-    );
+    let rate = report.records as f64 / report.seconds.max(1e-9);
+    if json {
+        let summary = serde_json::json!({
+            "records": report.records,
+            "topic": options.topic,
+            "seconds": report.seconds,
+            "records_per_sec": rate,
+        });
+        println!("{summary}");
+    } else {
+        println!(
+            "sent {} records to {} in {:.2} s ({} records/s)",
+            human::count(report.records as u64),
+            options.topic,
+            report.seconds,
+            human::whole(rate)
+        );
+    }
     Ok(())
 }

@@ -20,6 +20,10 @@ pub struct ServeArgs {
     /// Which stages to run in this process.
     #[arg(long, value_enum, default_value_t = StageChoice::Both)]
     stage: StageChoice,
+    /// When the stages have stopped, print their outcomes as one JSON object on stdout
+    /// (`{"stages": [{"stage", "ok", "report" | "error"}]}`); the log has them either way.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The stages one process runs.
@@ -31,7 +35,7 @@ enum StageChoice {
 }
 
 pub fn run(args: ServeArgs) -> Result<()> {
-    let ServeArgs { config: config_path, stage } = args;
+    let ServeArgs { config: config_path, stage, json } = args;
     let config = Config::load(config_path.as_deref())?;
     telemetry::init_tracing(config.telemetry.log_format, &config.telemetry.log_level)?;
     tracing::info!(config = ?config, "configuration loaded");
@@ -76,6 +80,9 @@ pub fn run(args: ServeArgs) -> Result<()> {
         trigger.trigger();
         if let Some(task) = server {
             let _ = task.await;
+        }
+        if json {
+            println!("{}", serde_json::json!({ "stages": service::outcomes_json(&outcomes) }));
         }
         let mut failed = false;
         for (name, outcome) in outcomes {
