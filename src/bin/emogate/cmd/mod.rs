@@ -18,11 +18,10 @@ pub mod train;
 
 use anyhow::{Context, Result};
 
-use emogate::config::LogFormat;
-
 /// Pretty logs to stderr at `level` (`RUST_LOG` wins), for the commands other than `serve`.
+#[cfg(any(feature = "testkit", feature = "train"))]
 fn init_tracing(level: &str) -> Result<()> {
-    Ok(emogate::telemetry::init_tracing(LogFormat::Pretty, level)?)
+    Ok(emogate::telemetry::init_tracing(emogate::config::LogFormat::Pretty, level)?)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
