@@ -16,13 +16,13 @@ use std::time::{Duration, Instant};
 
 use super::cluster::{self, KeyedPayload, MockKafka, ReadBack};
 use super::latency::{self, LatencyReport, Origin};
-use super::synthetic::{bad_messages, SyntheticFeatures};
+use super::synthetic::{bad_messages, BadMessage, SyntheticFeatures};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::codec::Framing;
-use crate::config::{Config, DeliveryMode};
+use crate::config::{Config, DeliveryMode, TopicsConfig};
 use crate::human;
 use crate::lifecycle::{self, shutdown, StageContext};
-use crate::model::{LoadedModel, ModelPool};
+use crate::model::{LoadedModel, Manifest, ModelPool};
 use crate::pipeline::{router, InferReport, InferStage, PipelineError};
 use crate::service::{self, RunningStage, StageError, StageReport};
 use crate::telemetry::{Health, Metrics};
@@ -339,32 +339,8 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let mut config = demo_config(&brokers, &options);
 
     let manifest = LoadedModel::load(&config.model.dir)?.manifest;
-    let thresholds_origin = match manifest.thresholds_for(config.policy.coverage) {
-        Some(_) => format!("calibrated (manifest, coverage {})", config.policy.coverage),
-        None => {
-            let samples = 512;
-            let th = tokio::task::block_in_place(|| warm_up_thresholds(&config, samples, options.seed))?;
-            config.policy.thresholds = Some(th);
-            format!(
-                "manifest has none for coverage {}: fitted on {samples} synthetic warm-up records",
-                config.policy.coverage
-            )
-        }
-    };
-
-    // Input: good records keyed by utterance (spread over the partitions), bad ones at the end.
-    let mut synth = SyntheticFeatures::new(manifest.feature_dims, options.seed);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut messages: Vec<KeyedPayload> = (0..options.records)
-        .map(|_| {
-            let (id, bytes) = synth.encoded(now_ms, &Framing::SingleObject);
-            (Some(id.into_bytes()), bytes)
-        })
-        .collect();
-    let bad = bad_messages(manifest.feature_dims, options.seed);
-    messages.extend(bad.iter().map(|b| (None, b.payload.clone())));
+    let thresholds_origin = resolve_thresholds(&mut config, &manifest, options.seed)?;
+    let (messages, bad) = input_messages(manifest.feature_dims, options.records, options.seed);
     let expected = messages.len() as u64;
     let partitions = match options.input {
         InputMode::Preproduced => {
@@ -414,69 +390,21 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         }
         _ => None,
     };
-    let producer = {
-        let (metrics, health) = (Arc::clone(&metrics), Arc::clone(&ctx.health));
-        let brokers = brokers.clone();
-        let topic = config.kafka.topics.input.clone();
-        let origin = Arc::clone(&origin);
-        let input = options.input;
-        let input_properties = options.input_properties.clone();
-        tokio::spawn(async move {
-            let producer = cluster::producer(&brokers, &input_properties)?;
-            match input {
-                InputMode::Preproduced => Ok(None),
-                // Produced while the stage runs, like a live stream, keeping the backlog under
-                // MAX_BACKLOG: the mock cluster keeps only 5 MB per partition (~200 records of
-                // 6,373 floats) and deletes older data, as retention would.
-                InputMode::Live => {
-                    let mut sent = 0u64;
-                    for chunk in messages.chunks(100) {
-                        while sent.saturating_sub(metrics.consumed_total()) > MAX_BACKLOG {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        cluster::send_all(&producer, &topic, chunk).await?;
-                        sent += chunk.len() as u64;
-                    }
-                    Ok(None)
-                }
-                // The clock starts once the stage owns its partitions, so the group join is
-                // not counted as latency.
-                InputMode::Paced(rate) => {
-                    while health.readiness().is_err() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    latency::send_paced(&producer, &topic, &messages, rate, &origin).await.map(Some)
-                }
-            }
-        })
-    };
-    let watcher = {
-        let metrics = Arc::clone(&metrics);
-        let trigger = trigger.clone();
-        tokio::spawn(async move {
-            let t0 = Instant::now();
-            while metrics.consumed_total() == 0 && t0.elapsed() < deadline {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            // Throughput is timed from the first record consumed (after the group join).
-            let first = Instant::now();
-            while metrics.records_out() < expected && t0.elapsed() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let done = first.elapsed();
-            // Let the other stages (the archive) catch up with the predictions, then stop.
-            let predictions = metrics.records_accepted.get() + metrics.records_rejected.get();
-            let catch_up = Instant::now();
-            while wait_for_archive
-                && metrics.archive_rows.get() < predictions
-                && catch_up.elapsed() < Duration::from_secs(30)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            trigger.trigger();
-            done
-        })
-    };
+    let producer = tokio::spawn(feed_input(
+        messages,
+        options.input,
+        brokers.clone(),
+        config.kafka.topics.input.clone(),
+        options.input_properties.clone(),
+        (Arc::clone(&metrics), Arc::clone(&ctx.health), Arc::clone(&origin)),
+    ));
+    let watcher = tokio::spawn(time_and_stop(
+        Arc::clone(&metrics),
+        trigger.clone(),
+        expected,
+        deadline,
+        wait_for_archive,
+    ));
     let other_outcomes = if others.is_empty() {
         Vec::new()
     } else {
@@ -510,27 +438,7 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         )));
     }
 
-    let topics = &config.kafka.topics;
-    let outputs: Vec<ReadBack> = tokio::task::block_in_place(|| {
-        cluster::read_back(
-            &brokers,
-            &[&topics.accepted, &topics.rejected, &topics.dlq],
-            expected as usize,
-            Duration::from_millis(300),
-            Duration::from_secs(30),
-        )
-    })?;
-    let mut read_back: BTreeMap<String, usize> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
-    let mut duplicates = 0;
-    for o in &outputs {
-        *read_back.entry(o.topic.clone()).or_default() += 1;
-        if let Some(input) = o.headers.get(router::HEADER_INPUT) {
-            if !seen.insert(input.clone()) {
-                duplicates += 1;
-            }
-        }
-    }
+    let (read_back, duplicates) = count_outputs(&brokers, &config.kafka.topics, expected as usize)?;
     drop(mock);
     Ok(DemoSummary {
         options,
@@ -551,4 +459,138 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         metrics_text: metrics.render(),
         latency,
     })
+}
+
+/// Leaves the manifest's thresholds for the demo's coverage in place, or fits them on a
+/// warm-up sample ([`warm_up_thresholds`]) into `config`; says which.
+fn resolve_thresholds(config: &mut Config, manifest: &Manifest, seed: u64) -> Result<String, PipelineError> {
+    Ok(match manifest.thresholds_for(config.policy.coverage) {
+        Some(_) => format!("calibrated (manifest, coverage {})", config.policy.coverage),
+        None => {
+            let samples = 512;
+            let th = tokio::task::block_in_place(|| warm_up_thresholds(config, samples, seed))?;
+            config.policy.thresholds = Some(th);
+            format!(
+                "manifest has none for coverage {}: fitted on {samples} synthetic warm-up records",
+                config.policy.coverage
+            )
+        }
+    })
+}
+
+/// The demo's input: good records keyed by utterance (spread over the partitions), then the
+/// bad ones, unkeyed; and the bad ones themselves.
+fn input_messages(dims: usize, records: usize, seed: u64) -> (Vec<KeyedPayload>, Vec<BadMessage>) {
+    let mut synth = SyntheticFeatures::new(dims, seed);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut messages: Vec<KeyedPayload> = (0..records)
+        .map(|_| {
+            let (id, bytes) = synth.encoded(now_ms, &Framing::SingleObject);
+            (Some(id.into_bytes()), bytes)
+        })
+        .collect();
+    let bad = bad_messages(dims, seed);
+    messages.extend(bad.iter().map(|b| (None, b.payload.clone())));
+    (messages, bad)
+}
+
+/// Feeds the input topic the way `input` says (nothing more for [`InputMode::Preproduced`]);
+/// returns the achieved rate of a paced run.
+async fn feed_input(
+    messages: Vec<KeyedPayload>,
+    input: InputMode,
+    brokers: String,
+    topic: String,
+    input_properties: Vec<(String, String)>,
+    (metrics, health, origin): (Arc<Metrics>, Arc<Health>, Origin),
+) -> Result<Option<f64>, PipelineError> {
+    let producer = cluster::producer(&brokers, &input_properties)?;
+    match input {
+        InputMode::Preproduced => Ok(None),
+        // Produced while the stage runs, like a live stream, keeping the backlog under
+        // MAX_BACKLOG: the mock cluster keeps only 5 MB per partition (~200 records of
+        // 6,373 floats) and deletes older data, as retention would.
+        InputMode::Live => {
+            let mut sent = 0u64;
+            for chunk in messages.chunks(100) {
+                while sent.saturating_sub(metrics.consumed_total()) > MAX_BACKLOG {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                cluster::send_all(&producer, &topic, chunk).await?;
+                sent += chunk.len() as u64;
+            }
+            Ok(None)
+        }
+        // The clock starts once the stage owns its partitions, so the group join is
+        // not counted as latency.
+        InputMode::Paced(rate) => {
+            while health.readiness().is_err() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            latency::send_paced(&producer, &topic, &messages, rate, &origin).await.map(Some)
+        }
+    }
+}
+
+/// Times the run from the first record consumed (after the group join) until `expected`
+/// records were handled or `deadline` passed, lets the archive (when it runs) catch up with
+/// the predictions, then triggers shutdown. Returns the timed window.
+async fn time_and_stop(
+    metrics: Arc<Metrics>,
+    trigger: lifecycle::ShutdownTrigger,
+    expected: u64,
+    deadline: Duration,
+    wait_for_archive: bool,
+) -> Duration {
+    let t0 = Instant::now();
+    while metrics.consumed_total() == 0 && t0.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let first = Instant::now();
+    while metrics.records_out() < expected && t0.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = first.elapsed();
+    let predictions = metrics.records_accepted.get() + metrics.records_rejected.get();
+    let catch_up = Instant::now();
+    while wait_for_archive
+        && metrics.archive_rows.get() < predictions
+        && catch_up.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    trigger.trigger();
+    done
+}
+
+/// Reads the output topics back independently: messages per topic, and input offsets
+/// answered more than once.
+fn count_outputs(
+    brokers: &str,
+    topics: &TopicsConfig,
+    expected: usize,
+) -> Result<(BTreeMap<String, usize>, usize), PipelineError> {
+    let outputs: Vec<ReadBack> = tokio::task::block_in_place(|| {
+        cluster::read_back(
+            brokers,
+            &[&topics.accepted, &topics.rejected, &topics.dlq],
+            expected,
+            Duration::from_millis(300),
+            Duration::from_secs(30),
+        )
+    })?;
+    let mut read_back: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let mut duplicates = 0;
+    for o in &outputs {
+        *read_back.entry(o.topic.clone()).or_default() += 1;
+        if let Some(input) = o.headers.get(router::HEADER_INPUT) {
+            if !seen.insert(input.clone()) {
+                duplicates += 1;
+            }
+        }
+    }
+    Ok((read_back, duplicates))
 }
