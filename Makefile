@@ -10,7 +10,7 @@ ORT_VERSION ?= 1.31.1
 ORT_PACKAGE ?= onnxruntime
 ORT_MINOR := $(word 2,$(subst ., ,$(ORT_VERSION)))
 CARGO_FEATURES ?=
-FEATURES := ort-api-$(ORT_MINOR) $(CARGO_FEATURES)
+FEATURES := ort-api-$(ORT_MINOR) testkit $(CARGO_FEATURES)
 CARGO_FLAGS := --release --no-default-features --features "$(strip $(FEATURES))"
 # Tests and lint also cover the trainer (feature `train`: synth → train --quick → export → calibrate).
 TEST_FLAGS := --release --no-default-features --features "$(strip $(FEATURES) train)"

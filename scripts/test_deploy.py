@@ -214,7 +214,7 @@ def check_dockerfiles(report):
             problems.append(f"Cargo target {target} is not in a directory the images copy ({sorted(copied_dirs)})")
         elif context_copied and not dockerignore_allows(ignore, target):
             problems.append(f"Cargo target {target} is excluded from the build context by .dockerignore")
-    for needed in ("Cargo.toml", "Cargo.lock", "src/main.rs", "schemas"):
+    for needed in ("Cargo.toml", "Cargo.lock", "src/bin/emogate/main.rs", "schemas"):
         if context_copied and not dockerignore_allows(ignore, needed):
             problems.append(f"{needed} is excluded from the build context by .dockerignore")
     report.check("Dockerfiles copy every file Cargo.toml declares", problems)

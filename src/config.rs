@@ -300,7 +300,7 @@ impl Default for PolicyConfig {
 }
 
 /// Delivery guarantee of the infer stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum DeliveryMode {
     /// Transactional producer; input offsets committed inside the transaction.

@@ -7,6 +7,7 @@
 //! pipeline's own `empty_value` and `inference_failed`), which dashboards and alerts match on.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -408,21 +409,23 @@ impl Health {
     }
 }
 
-/// Binds `addr` and serves `/metrics`, `/healthz`, `/readyz` until `shutdown` fires. Returns
-/// the bound address (useful with port 0) and the server task.
+/// Binds `addr` and serves `/metrics`, `/healthz`, `/readyz` until `shutdown` completes (e.g.
+/// `async move { listener.wait().await }` on a `lifecycle::Shutdown`). Returns the bound address
+/// (useful with port 0) and the server task.
 pub async fn serve_http(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    mut shutdown: crate::pipeline::Shutdown,
+    shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), TelemetryError> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| TelemetryError::Bind { addr, source })?;
     let bound = listener.local_addr().map_err(|source| TelemetryError::Bind { addr, source })?;
     let task = tokio::spawn(async move {
+        let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let accepted = tokio::select! {
-                _ = shutdown.wait() => return,
+                _ = &mut shutdown => return,
                 accepted = listener.accept() => accepted,
             };
             let Ok((stream, _)) = accepted else { continue };
@@ -517,9 +520,12 @@ mod tests {
         let metrics = Arc::new(Metrics::new().unwrap());
         metrics.records_consumed.with_label_values(&["t"]).inc();
         let health = Health::new();
-        let (trigger, listener) = crate::pipeline::shutdown::channel();
+        let (trigger, listener) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = listener.await;
+        };
         let (addr, task) =
-            serve_http("127.0.0.1:0".parse().unwrap(), metrics, Arc::clone(&health), listener).await.unwrap();
+            serve_http("127.0.0.1:0".parse().unwrap(), metrics, Arc::clone(&health), shutdown).await.unwrap();
         let get = |path: &'static str| async move {
             let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
             let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
@@ -543,7 +549,7 @@ mod tests {
         health.assigned_partitions.store(1, Ordering::Relaxed);
         assert!(get("/readyz").await.starts_with("HTTP/1.1 200"));
         assert!(get("/nope").await.starts_with("HTTP/1.1 404"));
-        trigger.trigger();
+        trigger.send(()).unwrap();
         task.await.unwrap();
     }
 

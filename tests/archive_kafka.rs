@@ -3,6 +3,7 @@
 //! of every partition, an undecodable record is skipped without stopping the stage, a restart
 //! continues where the first run committed — new files only, old ones untouched — and a second
 //! member joining makes the first write its buffers on revocation, without duplicate rows.
+#![cfg(feature = "testkit")]
 
 mod archive_support;
 mod common;
@@ -20,7 +21,7 @@ use emogate::archive::{
     run_archive_stage, ArchiveConfig, ArchiveCounters, ArchiveKafka, ArchiveMetrics, ArchiveSummary, FileKey,
     RollReason, WrittenFile,
 };
-use emogate::pipeline::cluster::MockKafka;
+use emogate::testkit::cluster::MockKafka;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};

@@ -3,6 +3,7 @@
 //! checking that the JSON object carries every DESIGN §3 field (throughput, ratio, latency at a
 //! fixed offered load, memory, provider, MC samples, batch) plus the per-run figures, and that
 //! the numbers are consistent with each other.
+#![cfg(feature = "testkit")]
 
 mod common;
 

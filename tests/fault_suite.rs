@@ -9,6 +9,7 @@
 //! with `--ignored`. The exactly-once kill test needs a broker that hides aborted transactions
 //! from `read_committed` readers (Tansu 0.6 does not) and asserts that it runs against
 //! `EMOGATE_TEST_BROKERS`.
+#![cfg(feature = "testkit")]
 
 mod common;
 mod fault_support;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use common::archive::{readback, row_keys};
 use common::wait::wait_until;
 use emogate::config::{Config, DeliveryMode, TopicsConfig};
-use emogate::pipeline::cluster::KeyedPayload;
+use emogate::testkit::cluster::KeyedPayload;
 use fault_support::{wait_readyz, PersistentBroker, Serve};
 use pipeline_support::{input_messages, python_read_back, test_config, unique_topics, Broker};
 use rdkafka::config::ClientConfig;

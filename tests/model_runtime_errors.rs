@@ -2,6 +2,8 @@
 //! Runtime only once, so no test here may load it successfully. The `serve_refuses_*` tests
 //! start `emogate serve` as a child process on a broken model directory: the service must
 //! exit non-zero before touching Kafka, with a message naming the file at fault.
+// The shared support modules (fault_support, pipeline_support) build on the testkit.
+#![cfg(feature = "testkit")]
 
 mod common;
 mod fault_support;

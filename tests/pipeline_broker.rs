@@ -8,6 +8,7 @@
 //! aborted transactions from `read_committed` readers are `#[ignore]`d — Tansu 0.6 and the
 //! librdkafka mock cluster do not — and run with `EMOGATE_TEST_BROKERS=host:port make
 //! test-slow` against a real Kafka.
+#![cfg(feature = "testkit")]
 
 mod common;
 mod pipeline_support;

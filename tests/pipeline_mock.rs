@@ -9,6 +9,7 @@
 //! * its TxnOffsetCommit handler acknowledges offsets without storing them (librdkafka
 //!   `rdkafka_mock_handlers.c`), so an exactly-once *restart* re-reads from the start here;
 //!   that case runs against Tansu in `pipeline_broker.rs`.
+#![cfg(feature = "testkit")]
 
 mod common;
 mod pipeline_support;
@@ -16,9 +17,9 @@ mod pipeline_support;
 use std::time::Duration;
 
 use emogate::config::{DeliveryMode, TopicsConfig};
-use emogate::pipeline::cluster::{self, KeyedPayload, MockKafka};
 use emogate::pipeline::router::{HEADER_ERROR, HEADER_ERROR_DETAIL, HEADER_INPUT, HEADER_MODEL};
-use emogate::pipeline::synthetic::BadMessage;
+use emogate::testkit::cluster::{self, KeyedPayload, MockKafka};
+use emogate::testkit::synthetic::BadMessage;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 
 use common::wait::wait_for;
@@ -198,14 +199,14 @@ async fn mock_failed_transactions_rewind_and_lose_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_demo_runs_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
-    let options = emogate::pipeline::demo::DemoOptions {
+    let options = emogate::testkit::demo::DemoOptions {
         records: 150,
         model_dir: common::repo_root().join("models/fixture"),
         archive_root: dir.path().join("archive"),
         mode: DeliveryMode::ExactlyOnce,
         ..Default::default()
     };
-    let summary = emogate::pipeline::demo::run_demo(options, Box::new(|_| Vec::new())).await.unwrap();
+    let summary = emogate::testkit::demo::run_demo(options, Box::new(|_| Vec::new())).await.unwrap();
     assert_eq!(summary.report.predictions, 150);
     assert_eq!(summary.report.dead_lettered_total() as usize, summary.bad_sent);
     assert_eq!(summary.read_back.values().sum::<usize>(), 150 + summary.bad_sent);

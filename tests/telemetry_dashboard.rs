@@ -2,12 +2,14 @@
 //! really exports: run the demo flow (both stages on the mock cluster), take the `/metrics`
 //! exposition it ends with, and check every `emogate_*` name and label the dashboard and
 //! rules use against it, and the exported set against `deploy/metrics.txt`.
+#![cfg(feature = "testkit")]
 
 mod common;
 
 use emogate::config::DeliveryMode;
-use emogate::pipeline::demo::{run_demo, DemoOptions};
-use emogate::pipeline::stage::{self, StageContext};
+use emogate::lifecycle::StageContext;
+use emogate::service;
+use emogate::testkit::demo::{run_demo, DemoOptions};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dashboard_and_alerts_query_only_exported_metrics() {
@@ -20,7 +22,7 @@ async fn dashboard_and_alerts_query_only_exported_metrics() {
         ..Default::default()
     };
     let summary =
-        run_demo(options, Box::new(|ctx: &StageContext| vec![("archive", stage::archive_stage(ctx))]))
+        run_demo(options, Box::new(|ctx: &StageContext| vec![("archive", service::archive_stage(ctx))]))
             .await
             .unwrap();
     assert_eq!(summary.archive_rows, 120, "the archive stage ran and wrote every prediction");

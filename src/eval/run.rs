@@ -15,7 +15,7 @@ use crate::attribute::{Attribute, PerAttribute};
 use crate::model::manifest::{Manifest, MODEL_FILE};
 use crate::model::NoiseBank;
 use crate::train::calibrate;
-use crate::train::cli::{load_corpus, now_rfc3339, EpochArgs};
+use crate::train::commands::{load_corpus, now_rfc3339, EpochOptions};
 use crate::train::corpus::{Corpus, Split};
 use crate::train::serving::{self, Normalizer};
 use crate::train::trainer::{self, Prepared, SplitData, TrainConfig};
@@ -24,48 +24,33 @@ use crate::train::{onnx, TrainError};
 /// Folds of the cross-corpus evaluation (two test speakers each on IEMOCAP's ten).
 pub const CROSS_FOLDS: usize = 5;
 
-/// `emogate evaluate`.
-#[derive(Debug, Clone, clap::Args)]
+/// `emogate evaluate` (the command line, with its defaults, is the binary's).
+#[derive(Debug, Clone)]
 pub struct EvaluateOptions {
     /// Model directory (model.onnx + manifest.json) to evaluate.
-    #[arg(long, default_value = "models/default")]
     pub model: PathBuf,
     /// Main corpus (its test split is scored; baselines train on its train/dev splits).
-    #[arg(long)]
     pub corpus: PathBuf,
     /// Cross corpus (e.g. `emogate synth --variant iemocap`): Tables I/II. Optional.
-    #[arg(long)]
     pub cross_corpus: Option<PathBuf>,
     /// Output directory for report.json, CSVs and PNGs.
-    #[arg(long)]
     pub out: PathBuf,
     /// Trials (seeds) per method for the significance tests [default: 10, the paper's; 2
     /// with --quick].
-    #[arg(long)]
     pub trials: Option<usize>,
     /// Seed of the first trial (trial k uses seed + k).
-    #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Methods to train, comma-separated (vae_er is always included): vae_er, no_soft_labels,
     /// one_mc_sample, no_vae, ae_mcd, mcd, mcd_soft, mcd_mtl.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "vae_er,no_soft_labels,one_mc_sample,no_vae,ae_mcd,mcd,mcd_soft,mcd_mtl"
-    )]
     pub methods: Vec<String>,
     /// Latent samples (VAE family) and dropout passes (MCD family) at inference.
-    #[arg(long, default_value_t = 100)]
     pub mc_samples: usize,
     /// Seconds-scale run for tests: the quick trainer schedule, 2 trials unless --trials.
-    #[arg(long)]
     pub quick: bool,
     /// Epochs per phase of every method in each trial (default: the trainer's schedule);
     /// `--stl-epochs` also sets the MCD DNNs' and the cross-corpus STL regressors'.
-    #[command(flatten)]
-    pub epochs: EpochArgs,
+    pub epochs: EpochOptions,
     /// Skip the PNG figures.
-    #[arg(long)]
     pub no_plots: bool,
 }
 

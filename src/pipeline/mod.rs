@@ -21,33 +21,23 @@
 //! | `deliver_step` | `DeliverStep`: at-least-once (idempotent) or exactly-once (transactions) | Kafka |
 //! | `processor` | the thread owning the consumer: poll → submit, pause, rebalance, retry | Kafka |
 //! | `infer_metrics` | `InferMetrics`, the stage's events, and the service's Prometheus implementation | — |
-//! | `kafka` | client settings | — |
-//! | `shutdown` | the drain signal | — |
-//! | `stage` | what a stage gets from the process, for `serve`/`demo` running several | — |
-//! | `synthetic` | synthetic and deliberately broken feature records (demo, load generator) | pure |
-//! | `cluster` | in-process mock cluster, bulk producing, independent read-back (demo, tests) | Kafka |
-//! | `produce` | `emogate produce`: load generator and corpus replay | Kafka |
-//! | `demo` | `emogate demo`: mock cluster, both stages, summary | Kafka |
+//! | `kafka` | client settings of the stage's consumer and producer | — |
+//!
+//! The shutdown signal and the [`StageContext`] a stage gets from the process are in
+//! [`crate::lifecycle`]; the demo, the load generator and the mock-cluster helpers in `testkit`.
 
 mod batch_step;
 pub mod batcher;
-pub mod cluster;
 mod deliver_step;
-pub mod demo;
 mod error;
 pub mod infer_metrics;
 mod infer_step;
 pub mod kafka;
-pub mod latency;
 pub mod offsets;
 mod processor;
-pub mod produce;
 mod route_step;
 pub mod router;
-pub mod shutdown;
-pub mod stage;
 mod step;
-pub mod synthetic;
 pub mod transaction_policy;
 
 use std::collections::BTreeMap;
@@ -61,13 +51,12 @@ use rdkafka::producer::{FutureProducer, Producer};
 use crate::attribute::PerAttribute;
 use crate::codec::{Decision, EmotionPrediction, FeatureDecoder, Framing};
 use crate::config::{Config, DeliveryMode};
+use crate::lifecycle::StageContext;
 use crate::model::{LoadedModel, ModelOptions, ModelPool};
 use crate::policy::RejectPolicy;
 
 pub use error::PipelineError;
 pub use infer_metrics::{InferMetrics, ServiceMetrics};
-pub use shutdown::{Shutdown, ShutdownTrigger};
-pub use stage::StageContext;
 
 use deliver_step::DeliverSettings;
 use processor::{ChainFactory, InferConsumer, InferContext, StopFlags};

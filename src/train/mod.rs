@@ -16,11 +16,11 @@
 //! | [`serving`] | the exported computation in candle (parity reference, evaluation) |
 //! | [`onnx`] | writes and reads the fused serving graph as ONNX protobuf |
 //! | [`calibrate`] | entropy thresholds per coverage on the dev split → manifest |
-//! | [`cli`] | `emogate synth`, `train`, `calibrate` |
+//! | [`commands`] | `emogate synth`, `train`, `calibrate`: their options and the glue between files, trainer, exporter and manifest |
 
 pub mod arch;
 pub mod calibrate;
-pub mod cli;
+pub mod commands;
 pub mod corpus;
 pub mod error;
 pub mod labels;

@@ -11,11 +11,12 @@ use std::time::Duration;
 
 use emogate::codec::Framing;
 use emogate::config::{Config, DeliveryMode, TopicsConfig};
-use emogate::pipeline::cluster::{self, KeyedPayload};
-use emogate::pipeline::shutdown::{self, ShutdownTrigger};
-use emogate::pipeline::synthetic::{bad_messages, BadMessage, SyntheticFeatures};
-use emogate::pipeline::{InferReport, InferStage, PipelineError, StageContext};
+use emogate::lifecycle::shutdown::{self, ShutdownTrigger};
+use emogate::lifecycle::StageContext;
+use emogate::pipeline::{InferReport, InferStage, PipelineError};
 use emogate::telemetry::{Health, Metrics};
+use emogate::testkit::cluster::{self, KeyedPayload};
+use emogate::testkit::synthetic::{bad_messages, BadMessage, SyntheticFeatures};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -68,7 +69,7 @@ fn fixture_thresholds(config: &Config) -> emogate::PerAttribute<f32> {
     *THRESHOLDS.get_or_init(|| {
         let mut c = config.clone();
         c.policy.coverage = 0.5;
-        emogate::pipeline::demo::warm_up_thresholds(&c, 256, 99).expect("warm-up thresholds")
+        emogate::testkit::demo::warm_up_thresholds(&c, 256, 99).expect("warm-up thresholds")
     })
 }
 

@@ -1,4 +1,4 @@
-//! `emogate produce`: a load generator (synthetic records) and a corpus replayer.
+//! `emogate produce`: the load generator (synthetic records) and a corpus replayer.
 //!
 //! Corpus layout (the one `emogate synth` writes and MSP-Podcast exports can be converted to):
 //! `DIR/features.csv` — openSMILE CSV, an id column (`name`, `utterance_id` or `FileName`) and
@@ -13,9 +13,9 @@ use futures_util::future::join_all;
 use rdkafka::producer::FutureRecord;
 use rdkafka::util::Timeout;
 
-use super::error::PipelineError;
 use super::synthetic::SyntheticFeatures;
 use crate::codec::{encode_feature_record, FeatureRecord, Framing};
+use crate::pipeline::PipelineError;
 
 /// Where the records come from.
 #[derive(Debug, Clone)]

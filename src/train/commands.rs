@@ -1,6 +1,6 @@
-//! `emogate synth`, `emogate train` and `emogate calibrate` (DESIGN §3): argument structs
-//! and the glue between files, the trainer, the exporter and the manifest. `src/main.rs`
-//! only dispatches here.
+//! `emogate synth`, `emogate train` and `emogate calibrate` (DESIGN §3): their options as
+//! plain structs and the glue between files, the trainer, the exporter and the manifest. The
+//! command line (clap, flag help) is the binary's, `src/bin/emogate/cmd/`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,110 +21,81 @@ use crate::model::manifest::{Manifest, MODEL_FILE};
 use crate::model::{NoiseBank, TrainingInfo};
 
 /// `emogate synth`
-#[derive(Debug, Clone, clap::Args)]
-pub struct SynthArgs {
+#[derive(Debug, Clone)]
+pub struct SynthOptions {
     /// Output directory (created).
-    #[arg(long)]
     pub out: PathBuf,
     /// Seed; the corpus is a pure function of seed, variant and sizes.
-    #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// `tiny`, `default`, `paper` (MSP-Podcast 1.6 / IEMOCAP sizes) or
     /// `train=N,dev=N,test=N,unlabeled=N`.
-    #[arg(long, default_value = "default")]
     pub sizes: String,
     /// `msp` (7-point votes, ≥ 5 raters, unlabeled pool) or `iemocap` (cross-corpus role:
     /// 5-point votes, ≥ 2 raters, shifted features).
-    #[arg(long, value_enum, default_value_t = Variant::Msp)]
     pub variant: Variant,
     /// Write features as openSMILE-style CSV instead of `.npy`.
-    #[arg(long)]
     pub csv: bool,
 }
 
 /// `emogate train`
-#[derive(Debug, Clone, clap::Args)]
-pub struct TrainArgs {
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
     /// Corpus directory (MSP-Podcast-style layout, see docs/model-card.md).
-    #[arg(long)]
     pub corpus: PathBuf,
     /// Model directory to write (model.onnx, manifest.json, parts/).
-    #[arg(long)]
     pub out: PathBuf,
     /// Train only this attribute (its checkpoint goes to OUT/parts/); the serving graph is
     /// exported once all three attributes have checkpoints there.
-    #[arg(long)]
     pub attribute: Option<Attribute>,
     /// One or two epochs per phase: exercises the whole path in seconds.
-    #[arg(long)]
     pub quick: bool,
     /// Train nothing: fuse the checkpoints already in OUT/parts/ into the serving graph
     /// (e.g. again with another --mc-samples or --noise-bank), evaluate and calibrate.
-    #[arg(long, conflicts_with = "attribute")]
     pub export_only: bool,
     /// Take trained weights (and normalisation) from this model directory's model.onnx instead
     /// of OUT/parts/. With --export-only: re-export it, e.g. with another noise bank. With
     /// --attribute A: retrain only A and take the other two attributes from it. Its manifest
     /// must name the same corpus.
-    #[arg(long)]
     pub weights_from: Option<PathBuf>,
-    #[arg(long, default_value_t = 7)]
     pub seed: u64,
     /// Monte-Carlo samples S in the exported noise bank.
-    #[arg(long, default_value_t = 100)]
     pub mc_samples: usize,
-    #[arg(long, value_enum, default_value_t = BankKind::Gaussian)]
-    pub noise_bank: BankKind,
+    pub noise_bank: NoiseBank,
     /// Seed of the noise bank (recorded in the manifest).
-    #[arg(long, default_value_t = 2020)]
     pub noise_seed: u64,
-    #[command(flatten)]
-    pub epochs: EpochArgs,
-    #[arg(long)]
+    pub epochs: EpochOptions,
     pub batch: Option<usize>,
     /// Eq. (3) weight of NLL_VAE.
-    #[arg(long)]
     pub alpha: Option<f64>,
     /// Eq. (3) weight of (1 − CCC) on consensus labels.
-    #[arg(long)]
     pub beta: Option<f64>,
     /// Eq. (3) weight of KLD on soft labels.
-    #[arg(long)]
     pub gamma: Option<f64>,
     /// Latent MC samples per utterance in a training step.
-    #[arg(long)]
     pub mc_train: Option<usize>,
     /// Dropout rate of the ER/STL hidden layers for valence.
-    #[arg(long)]
     pub dropout_valence: Option<f32>,
     /// Dropout rate of the ER/STL hidden layers for arousal and dominance.
-    #[arg(long)]
     pub dropout_arousal_dominance: Option<f32>,
     /// Also apply dropout to the VAE encoder's hidden layers.
-    #[arg(long)]
     pub encoder_dropout: bool,
     /// Model id written to the manifest.
-    #[arg(long, default_value = "emogate-vae-er")]
     pub id: String,
-    #[arg(long, default_value = "1")]
     pub version: String,
 }
 
 /// Epoch counts that override a schedule (`emogate train` and `emogate evaluate` share them).
-#[derive(Debug, Clone, Default, clap::Args)]
-pub struct EpochArgs {
+#[derive(Debug, Clone, Default)]
+pub struct EpochOptions {
     /// Epochs of phase 1 (VAE pre-training on the unlabeled pool).
-    #[arg(long)]
     pub pretrain_epochs: Option<usize>,
     /// Epochs of phase 2 (joint VAE-ER).
-    #[arg(long)]
     pub joint_epochs: Option<usize>,
     /// Epochs of the STL regressors (and of evaluate's MCD DNNs).
-    #[arg(long)]
     pub stl_epochs: Option<usize>,
 }
 
-impl EpochArgs {
+impl EpochOptions {
     /// The quick or standard schedule for `seed` with these epoch counts applied.
     pub fn schedule(&self, quick: bool, seed: u64) -> TrainConfig {
         let mut c = if quick { TrainConfig::quick(seed) } else { TrainConfig::standard(seed) };
@@ -145,39 +116,18 @@ impl EpochArgs {
 }
 
 /// `emogate calibrate`
-#[derive(Debug, Clone, clap::Args)]
-pub struct CalibrateArgs {
+#[derive(Debug, Clone)]
+pub struct CalibrateOptions {
     /// Model directory (model.onnx + manifest.json).
-    #[arg(long)]
     pub model: PathBuf,
     /// Corpus whose dev split calibrates the thresholds.
-    #[arg(long)]
     pub corpus: PathBuf,
     /// Target coverage in (0, 1]; default: the grid 0.2, 0.3, …, 1.0.
-    #[arg(long)]
     pub coverage: Option<f64>,
 }
 
-/// Noise bank kinds the exporter implements.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BankKind {
-    Gaussian,
-    Antithetic,
-    Sobol,
-}
-
-impl From<BankKind> for NoiseBank {
-    fn from(k: BankKind) -> NoiseBank {
-        match k {
-            BankKind::Gaussian => NoiseBank::Gaussian,
-            BankKind::Antithetic => NoiseBank::Antithetic,
-            BankKind::Sobol => NoiseBank::Sobol,
-        }
-    }
-}
-
 /// `emogate synth`
-pub fn run_synth(args: &SynthArgs) -> Result<(), TrainError> {
+pub fn run_synth(args: &SynthOptions) -> Result<(), TrainError> {
     let t0 = Instant::now();
     let sizes = Sizes::parse(&args.sizes, args.variant)?;
     let (corpus, truth) = synth::generate(&SynthConfig { seed: args.seed, variant: args.variant, sizes })?;
@@ -204,7 +154,7 @@ pub fn load_corpus(dir: &Path) -> Result<(Corpus, String), TrainError> {
     Ok((corpus, hash))
 }
 
-fn config_from(args: &TrainArgs) -> TrainConfig {
+fn config_from(args: &TrainOptions) -> TrainConfig {
     let mut c = args.epochs.schedule(args.quick, args.seed);
     c.batch = args.batch.unwrap_or(c.batch).max(2);
     c.alpha = args.alpha.unwrap_or(c.alpha);
@@ -232,7 +182,7 @@ struct PartInfo {
 }
 
 /// The `emogate train` command line that `args` stands for (recorded in the manifest).
-fn command_line(args: &TrainArgs) -> String {
+fn command_line(args: &TrainOptions) -> String {
     let mut c = format!("emogate train --corpus {} --out {}", args.corpus.display(), args.out.display());
     if let Some(a) = args.attribute {
         c += &format!(" --attribute {a}");
@@ -247,9 +197,8 @@ fn command_line(args: &TrainArgs) -> String {
         }
     }
     c += &format!(" --seed {} --mc-samples {} --noise-seed {}", args.seed, args.mc_samples, args.noise_seed);
-    if args.noise_bank != BankKind::Gaussian {
-        let kind: NoiseBank = args.noise_bank.into();
-        c += &format!(" --noise-bank {}", bank_name(kind));
+    if args.noise_bank != NoiseBank::Gaussian {
+        c += &format!(" --noise-bank {}", bank_name(args.noise_bank));
     }
     if let Some(dir) = &args.weights_from {
         c += &format!(" --weights-from {}", dir.display());
@@ -272,7 +221,7 @@ fn command_line(args: &TrainArgs) -> String {
 }
 
 /// `emogate train`
-pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
+pub fn run_train(args: &TrainOptions) -> Result<(), TrainError> {
     let cfg = config_from(args);
     if args.mc_samples == 0 {
         return Err(TrainError::Config("--mc-samples must be positive".into()));
@@ -287,7 +236,7 @@ pub fn run_train(args: &TrainArgs) -> Result<(), TrainError> {
         corpus.dims,
         t_load.elapsed().as_secs_f64()
     );
-    let bank = serving::noise_bank(args.noise_bank.into(), args.mc_samples, args.noise_seed)?;
+    let bank = serving::noise_bank(args.noise_bank, args.mc_samples, args.noise_seed)?;
     let parts = args.out.join("parts");
     if let Some(dir) = &args.weights_from {
         std::fs::create_dir_all(&args.out).map_err(TrainError::io(&args.out))?;
@@ -471,13 +420,13 @@ pub fn print_eval(split: &str, eval: &PerAttribute<AttributeEval>) {
 }
 
 fn export(
-    args: &TrainArgs,
+    args: &TrainOptions,
     corpus: &Corpus,
     corpus_hash: &str,
     params: &ServingParams,
     infos: &BTreeMap<String, PartInfo>,
 ) -> Result<(), TrainError> {
-    let kind: NoiseBank = args.noise_bank.into();
+    let kind = args.noise_bank;
     let model_path = args.out.join(MODEL_FILE);
     let meta = [
         ("emogate.mc_samples", params.mc_samples.to_string()),
@@ -563,7 +512,7 @@ fn export(
 }
 
 /// `emogate calibrate`
-pub fn run_calibrate(args: &CalibrateArgs) -> Result<(), TrainError> {
+pub fn run_calibrate(args: &CalibrateOptions) -> Result<(), TrainError> {
     let coverages = match args.coverage {
         Some(c) => vec![calibrate::check_coverage(c)?],
         None => metrics::coverage_grid(),

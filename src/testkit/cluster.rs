@@ -14,8 +14,8 @@ use rdkafka::producer::{BaseProducer, DefaultProducerContext, FutureProducer, Fu
 use rdkafka::util::Timeout;
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::error::PipelineError;
 use crate::config::TopicsConfig;
+use crate::pipeline::PipelineError;
 
 /// An in-process librdkafka mock cluster whose consumer groups form at once.
 ///

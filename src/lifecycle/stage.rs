@@ -5,15 +5,14 @@
 //! A stage is an async function `fn(StageContext) -> Result<Report, Error>`: it builds its
 //! clients from `ctx.config`, records into
 //! the shared `ctx.metrics`, and returns after `ctx.shutdown` fires and its work is drained
-//! within `config.shutdown.drain_deadline_ms`. [`archive_stage`] is the archive stage in that
-//! form; [`run_together`] drives several and stops the others when one fails.
+//! within `config.shutdown.drain_deadline_ms`. [`run_together`] drives several and stops the
+//! others when one fails; `crate::service::archive_stage` is the archive stage in that form.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use super::shutdown::{Shutdown, ShutdownTrigger};
-use crate::archive::{ArchiveKafka, ArchiveMetrics, ArchiveStage};
 use crate::config::Config;
 use crate::telemetry::{Health, Metrics};
 
@@ -26,44 +25,40 @@ pub struct StageContext {
     pub shutdown: Shutdown,
 }
 
-/// A running stage: its name and a future resolving to its one-line summary or its error.
-pub type StageFuture = Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
+/// A running stage: a future resolving to its report `R` or its error `E`.
+pub type StageFuture<R, E> = Pin<Box<dyn Future<Output = Result<R, E>> + Send>>;
 
-/// Boxes a stage's future, turning its report and error into display strings.
-pub fn boxed<R, E>(fut: impl Future<Output = Result<R, E>> + Send + 'static) -> StageFuture
+/// Boxes a stage's future, converting its report and its error into the process's types
+/// (e.g. an `InferReport` into a `StageReport`, a `PipelineError` into a `StageError`).
+pub fn boxed<R, E, T, F>(fut: impl Future<Output = Result<T, F>> + Send + 'static) -> StageFuture<R, E>
 where
-    R: std::fmt::Debug,
-    E: std::fmt::Display,
+    R: From<T>,
+    E: From<F>,
 {
-    Box::pin(async move { fut.await.map(|r| format!("{r:?}")).map_err(|e| e.to_string()) })
+    Box::pin(async move { fut.await.map(R::from).map_err(E::from) })
 }
 
-/// The archive stage over the infer stage's output topics (accepted and rejected; dead letters
-/// are not predictions), in its own consumer group (`archive.group_id`), with the same brokers
-/// and `kafka.properties`, reporting into the shared metrics. It stops when `ctx.shutdown`
-/// fires, after flushing and committing its buffers.
-pub fn archive_stage(ctx: &StageContext) -> StageFuture {
-    let config = &ctx.config;
-    let kafka = ArchiveKafka {
-        brokers: config.kafka.brokers.clone(),
-        topics: vec![config.kafka.topics.accepted.clone(), config.kafka.topics.rejected.clone()],
-        properties: config.kafka.properties.0.clone(),
-    };
-    let metrics: Arc<dyn ArchiveMetrics> = ctx.metrics.clone();
-    let mut shutdown = ctx.shutdown.clone();
-    boxed(
-        ArchiveStage::new(config.archive.clone(), kafka)
-            .with_metrics(metrics)
-            .run(async move { shutdown.wait().await }),
-    )
+/// A stage's task panicked or was cancelled before the stage returned.
+#[derive(Debug, thiserror::Error)]
+#[error("stage task failed: {0}")]
+pub struct StageTaskFailed(#[source] pub tokio::task::JoinError);
+
+impl From<StageTaskFailed> for String {
+    fn from(e: StageTaskFailed) -> String {
+        e.to_string()
+    }
 }
 
 /// Runs the stages concurrently. When one fails, shutdown is triggered so the others drain
 /// and stop too. Returns each stage's outcome, in the given order.
-pub async fn run_together(
-    stages: Vec<(&'static str, StageFuture)>,
+pub async fn run_together<R, E>(
+    stages: Vec<(&'static str, StageFuture<R, E>)>,
     trigger: ShutdownTrigger,
-) -> Vec<(&'static str, Result<String, String>)> {
+) -> Vec<(&'static str, Result<R, E>)>
+where
+    R: Send + 'static,
+    E: std::fmt::Display + From<StageTaskFailed> + Send + 'static,
+{
     let handles: Vec<_> = stages
         .into_iter()
         .map(|(name, fut)| {
@@ -83,7 +78,7 @@ pub async fn run_together(
         .collect();
     let mut outcomes = Vec::with_capacity(handles.len());
     for (name, handle) in handles {
-        outcomes.push((name, handle.await.unwrap_or_else(|e| Err(format!("stage task failed: {e}")))));
+        outcomes.push((name, handle.await.unwrap_or_else(|e| Err(StageTaskFailed(e).into()))));
     }
     outcomes
 }
@@ -91,7 +86,7 @@ pub async fn run_together(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::shutdown;
+    use crate::lifecycle::shutdown;
 
     #[tokio::test]
     async fn a_failing_stage_stops_the_others() {
@@ -101,9 +96,10 @@ mod tests {
             waiting.wait().await;
             Ok::<_, String>("drained")
         });
-        let failing = boxed(async { Err::<(), _>("broker gone") });
-        let outcomes = run_together(vec![("infer", patient), ("archive", failing)], trigger).await;
-        assert_eq!(outcomes[0], ("infer", Ok("\"drained\"".to_string())));
+        let failing = boxed(async { Err::<&str, _>("broker gone") });
+        let outcomes: Vec<(&str, Result<String, String>)> =
+            run_together(vec![("infer", patient), ("archive", failing)], trigger).await;
+        assert_eq!(outcomes[0], ("infer", Ok("drained".to_string())));
         assert_eq!(outcomes[1], ("archive", Err("broker gone".to_string())));
         assert!(listener.is_triggered());
     }

@@ -18,9 +18,9 @@ use futures_util::future::join_all;
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
+use super::bench::percentile;
 use super::cluster::KeyedPayload;
-use super::error::PipelineError;
-use crate::bench::percentile;
+use crate::pipeline::PipelineError;
 
 /// Offset from the start of the run at which record `index` is due at `rate` records/s.
 pub fn due(index: usize, rate: f64) -> Duration {

@@ -15,16 +15,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::cluster::{self, KeyedPayload, MockKafka, ReadBack};
-use super::error::PipelineError;
 use super::latency::{self, LatencyReport, Origin};
-use super::shutdown;
-use super::stage::{self, StageContext, StageFuture};
-use super::synthetic::{bad_messages, SyntheticFeatures};
-use super::{InferReport, InferStage};
+use super::synthetic::{bad_messages, BadMessage, SyntheticFeatures};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::codec::Framing;
-use crate::config::{Config, DeliveryMode};
-use crate::model::{LoadedModel, ModelPool};
+use crate::config::{Config, DeliveryMode, TopicsConfig};
+use crate::human;
+use crate::lifecycle::{self, shutdown, StageContext};
+use crate::model::{LoadedModel, Manifest, ModelPool};
+use crate::pipeline::{router, InferReport, InferStage, PipelineError};
+use crate::service::{self, RunningStage, StageError, StageReport};
 use crate::telemetry::{Health, Metrics};
 use crate::uncertainty::threshold_for_coverage;
 
@@ -111,7 +111,7 @@ impl Default for DemoOptions {
 }
 
 /// What the demo measured and verified.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct DemoSummary {
     pub options: DemoOptions,
     pub model: String,
@@ -134,7 +134,7 @@ pub struct DemoSummary {
     pub archive_rows: u64,
     pub archive_files: u64,
     /// Outcomes of the extra stages (e.g. the archive).
-    pub other_stages: Vec<(&'static str, Result<String, String>)>,
+    pub other_stages: Vec<(&'static str, Result<StageReport, StageError>)>,
     /// The Prometheus exposition of the run's metrics at the end (what `/metrics` serves),
     /// so dashboards and alerts can be checked against what the service really exports.
     pub metrics_text: String,
@@ -152,73 +152,111 @@ impl DemoSummary {
 impl fmt::Display for DemoSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.report;
+        let count = human::count;
         writeln!(
             f,
-            "emogate demo — in-process mock Kafka cluster, {} partitions, {:?}",
-            self.options.partitions, self.options.mode
+            "emogate demo — in-process mock Kafka cluster, {} partitions, {}",
+            self.options.partitions,
+            delivery_name(self.options.mode)
         )?;
-        writeln!(
-            f,
-            "  model              {} ({} on {})",
-            self.model,
-            self.options.model_dir.display(),
-            self.provider
-        )?;
-        writeln!(
-            f,
-            "  thresholds (nats)  valence {:.3}  arousal {:.3}  dominance {:.3}  — {}",
-            self.thresholds.valence,
-            self.thresholds.arousal,
-            self.thresholds.dominance,
-            self.thresholds_origin
-        )?;
-        writeln!(f, "  records in         {} synthetic + {} malformed", self.options.records, self.bad_sent)?;
-        writeln!(
-            f,
-            "  throughput         {:.0} records/s ({:.2} s end to end)",
-            self.records_per_sec(),
-            self.seconds
-        )?;
+        let model = format!("{} ({} on {})", self.model, self.options.model_dir.display(), self.provider);
+        human::row(f, "model", model)?;
+        let th = &self.thresholds;
+        let thresholds = format!(
+            "valence {:.3}  arousal {:.3}  dominance {:.3}  — {}",
+            th.valence, th.arousal, th.dominance, self.thresholds_origin
+        );
+        human::row(f, "thresholds (nats)", thresholds)?;
+        let records =
+            format!("{} synthetic + {} malformed", count(self.options.records as u64), self.bad_sent);
+        human::row(f, "records in", records)?;
+        let throughput =
+            format!("{} records/s ({:.2} s end to end)", human::whole(self.records_per_sec()), self.seconds);
+        human::row(f, "throughput", throughput)?;
         let pct = |n: u64| 100.0 * n as f64 / (r.predictions.max(1)) as f64;
-        writeln!(
-            f,
-            "  predictions        {} — accepted {} ({:.1}%), rejected {} ({:.1}%)",
-            r.predictions,
-            r.accepted,
+        let predictions = format!(
+            "{} — accepted {} ({:.1} %), rejected {} ({:.1} %)",
+            count(r.predictions),
+            count(r.accepted),
             pct(r.accepted),
-            r.rejected,
+            count(r.rejected),
             pct(r.rejected)
-        )?;
+        );
+        human::row(f, "predictions", predictions)?;
         let mean = r.mean_entropy();
-        writeln!(
-            f,
-            "  mean entropy       valence {:.3}  arousal {:.3}  dominance {:.3} nats",
+        let entropy = format!(
+            "valence {:.3}  arousal {:.3}  dominance {:.3} nats",
             mean[Attribute::Valence],
             mean[Attribute::Arousal],
             mean[Attribute::Dominance]
-        )?;
-        let reasons: Vec<String> = r.dead_lettered.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        writeln!(f, "  dead-lettered      {} ({})", r.dead_lettered_total(), reasons.join(", "))?;
-        let topics: Vec<String> = self.read_back.iter().map(|(k, v)| format!("{k} {v}")).collect();
-        writeln!(
+        );
+        human::row(f, "mean entropy", entropy)?;
+        let reasons: Vec<String> =
+            r.dead_lettered.iter().map(|(k, v)| format!("{k} {}", count(*v))).collect();
+        human::row(
             f,
-            "  read back          {} — duplicates by input offset: {}",
-            topics.join(", "),
-            self.duplicates
+            "dead-lettered",
+            format!("{} ({})", count(r.dead_lettered_total()), reasons.join(", ")),
         )?;
+        let topics: Vec<String> =
+            self.read_back.iter().map(|(k, v)| format!("{k} {}", count(*v as u64))).collect();
+        let read_back = format!("{} — duplicates by input offset: {}", topics.join(", "), self.duplicates);
+        human::row(f, "read back", read_back)?;
         for (name, outcome) in &self.other_stages {
+            let label = format!("{name} stage");
             match outcome {
-                Ok(summary) => writeln!(f, "  {:<18} {summary}", format!("{name} stage"))?,
-                Err(e) => writeln!(f, "  {:<18} FAILED: {e}", format!("{name} stage"))?,
+                Ok(report) => human::row(f, &label, report)?,
+                Err(e) => human::row(f, &label, format!("FAILED: {e}"))?,
             }
         }
-        write!(
-            f,
-            "  archive            {} rows in {} files under {}",
-            self.archive_rows,
-            self.archive_files,
+        let archive = format!(
+            "{} rows in {} files under {}",
+            count(self.archive_rows),
+            count(self.archive_files),
             self.options.archive_root.display()
-        )
+        );
+        human::row(f, "archive", archive)
+    }
+}
+
+/// The `--delivery` spelling of a mode (`exactly-once`).
+fn delivery_name(mode: DeliveryMode) -> String {
+    clap::ValueEnum::to_possible_value(&mode)
+        .map_or_else(|| format!("{mode:?}"), |v| v.get_name().to_string())
+}
+
+impl DemoSummary {
+    /// The summary as one JSON object (`emogate demo --json`): what the human summary says,
+    /// unrounded, plus the other stages' outcomes and, for paced runs, the latency.
+    pub fn to_json(&self) -> serde_json::Value {
+        let r = &self.report;
+        serde_json::json!({
+            "model": self.model,
+            "model_dir": self.options.model_dir,
+            "provider": self.provider,
+            "delivery": self.options.mode,
+            "partitions": self.options.partitions,
+            "thresholds": self.thresholds,
+            "thresholds_origin": self.thresholds_origin,
+            "records": self.options.records,
+            "bad_sent": self.bad_sent,
+            "seconds": self.seconds,
+            "records_per_sec": self.records_per_sec(),
+            "inference_seconds": self.inference_seconds,
+            "inference_batches": self.inference_batches,
+            "predictions": r.predictions,
+            "accepted": r.accepted,
+            "rejected": r.rejected,
+            "dead_lettered": r.dead_lettered,
+            "mean_entropy": r.mean_entropy(),
+            "read_back": self.read_back,
+            "duplicates": self.duplicates,
+            "archive_rows": self.archive_rows,
+            "archive_files": self.archive_files,
+            "archive_root": self.options.archive_root,
+            "stages": service::outcomes_json(&self.other_stages),
+            "latency": self.latency,
+        })
     }
 }
 
@@ -292,7 +330,7 @@ impl Drop for StopOnDrop {
 }
 
 /// Extra stages to run next to the infer stage, built from its context.
-pub type ExtraStages = Box<dyn FnOnce(&StageContext) -> Vec<(&'static str, StageFuture)>>;
+pub type ExtraStages = Box<dyn FnOnce(&StageContext) -> Vec<(&'static str, RunningStage)>>;
 
 /// Runs the demo end to end.
 pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSummary, PipelineError> {
@@ -301,32 +339,8 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     let mut config = demo_config(&brokers, &options);
 
     let manifest = LoadedModel::load(&config.model.dir)?.manifest;
-    let thresholds_origin = match manifest.thresholds_for(config.policy.coverage) {
-        Some(_) => format!("calibrated (manifest, coverage {})", config.policy.coverage),
-        None => {
-            let samples = 512;
-            let th = tokio::task::block_in_place(|| warm_up_thresholds(&config, samples, options.seed))?;
-            config.policy.thresholds = Some(th);
-            format!(
-                "manifest has none for coverage {}: fitted on {samples} synthetic warm-up records",
-                config.policy.coverage
-            )
-        }
-    };
-
-    // Input: good records keyed by utterance (spread over the partitions), bad ones at the end.
-    let mut synth = SyntheticFeatures::new(manifest.feature_dims, options.seed);
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64);
-    let mut messages: Vec<KeyedPayload> = (0..options.records)
-        .map(|_| {
-            let (id, bytes) = synth.encoded(now_ms, &Framing::SingleObject);
-            (Some(id.into_bytes()), bytes)
-        })
-        .collect();
-    let bad = bad_messages(manifest.feature_dims, options.seed);
-    messages.extend(bad.iter().map(|b| (None, b.payload.clone())));
+    let thresholds_origin = resolve_thresholds(&mut config, &manifest, options.seed)?;
+    let (messages, bad) = input_messages(manifest.feature_dims, options.records, options.seed);
     let expected = messages.len() as u64;
     let partitions = match options.input {
         InputMode::Preproduced => {
@@ -376,73 +390,25 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         }
         _ => None,
     };
-    let producer = {
-        let (metrics, health) = (Arc::clone(&metrics), Arc::clone(&ctx.health));
-        let brokers = brokers.clone();
-        let topic = config.kafka.topics.input.clone();
-        let origin = Arc::clone(&origin);
-        let input = options.input;
-        let input_properties = options.input_properties.clone();
-        tokio::spawn(async move {
-            let producer = cluster::producer(&brokers, &input_properties)?;
-            match input {
-                InputMode::Preproduced => Ok(None),
-                // Produced while the stage runs, like a live stream, keeping the backlog under
-                // MAX_BACKLOG: the mock cluster keeps only 5 MB per partition (~200 records of
-                // 6,373 floats) and deletes older data, as retention would.
-                InputMode::Live => {
-                    let mut sent = 0u64;
-                    for chunk in messages.chunks(100) {
-                        while sent.saturating_sub(metrics.consumed_total()) > MAX_BACKLOG {
-                            tokio::time::sleep(Duration::from_millis(5)).await;
-                        }
-                        cluster::send_all(&producer, &topic, chunk).await?;
-                        sent += chunk.len() as u64;
-                    }
-                    Ok(None)
-                }
-                // The clock starts once the stage owns its partitions, so the group join is
-                // not counted as latency.
-                InputMode::Paced(rate) => {
-                    while health.readiness().is_err() {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                    }
-                    latency::send_paced(&producer, &topic, &messages, rate, &origin).await.map(Some)
-                }
-            }
-        })
-    };
-    let watcher = {
-        let metrics = Arc::clone(&metrics);
-        let trigger = trigger.clone();
-        tokio::spawn(async move {
-            let t0 = Instant::now();
-            while metrics.consumed_total() == 0 && t0.elapsed() < deadline {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-            // Throughput is timed from the first record consumed (after the group join).
-            let first = Instant::now();
-            while metrics.records_out() < expected && t0.elapsed() < deadline {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            let done = first.elapsed();
-            // Let the other stages (the archive) catch up with the predictions, then stop.
-            let predictions = metrics.records_accepted.get() + metrics.records_rejected.get();
-            let catch_up = Instant::now();
-            while wait_for_archive
-                && metrics.archive_rows.get() < predictions
-                && catch_up.elapsed() < Duration::from_secs(30)
-            {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            trigger.trigger();
-            done
-        })
-    };
+    let producer = tokio::spawn(feed_input(
+        messages,
+        options.input,
+        brokers.clone(),
+        config.kafka.topics.input.clone(),
+        options.input_properties.clone(),
+        (Arc::clone(&metrics), Arc::clone(&ctx.health), Arc::clone(&origin)),
+    ));
+    let watcher = tokio::spawn(time_and_stop(
+        Arc::clone(&metrics),
+        trigger.clone(),
+        expected,
+        deadline,
+        wait_for_archive,
+    ));
     let other_outcomes = if others.is_empty() {
         Vec::new()
     } else {
-        stage::run_together(std::mem::take(&mut others), trigger.clone()).await
+        lifecycle::run_together(std::mem::take(&mut others), trigger.clone()).await
     };
     let elapsed = watcher.await.map_err(|e| PipelineError::Fatal(format!("watcher failed: {e}")))?;
     let report =
@@ -472,27 +438,7 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         )));
     }
 
-    let topics = &config.kafka.topics;
-    let outputs: Vec<ReadBack> = tokio::task::block_in_place(|| {
-        cluster::read_back(
-            &brokers,
-            &[&topics.accepted, &topics.rejected, &topics.dlq],
-            expected as usize,
-            Duration::from_millis(300),
-            Duration::from_secs(30),
-        )
-    })?;
-    let mut read_back: BTreeMap<String, usize> = BTreeMap::new();
-    let mut seen = BTreeSet::new();
-    let mut duplicates = 0;
-    for o in &outputs {
-        *read_back.entry(o.topic.clone()).or_default() += 1;
-        if let Some(input) = o.headers.get(super::router::HEADER_INPUT) {
-            if !seen.insert(input.clone()) {
-                duplicates += 1;
-            }
-        }
-    }
+    let (read_back, duplicates) = count_outputs(&brokers, &config.kafka.topics, expected as usize)?;
     drop(mock);
     Ok(DemoSummary {
         options,
@@ -513,4 +459,138 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         metrics_text: metrics.render(),
         latency,
     })
+}
+
+/// Leaves the manifest's thresholds for the demo's coverage in place, or fits them on a
+/// warm-up sample ([`warm_up_thresholds`]) into `config`; says which.
+fn resolve_thresholds(config: &mut Config, manifest: &Manifest, seed: u64) -> Result<String, PipelineError> {
+    Ok(match manifest.thresholds_for(config.policy.coverage) {
+        Some(_) => format!("calibrated (manifest, coverage {})", config.policy.coverage),
+        None => {
+            let samples = 512;
+            let th = tokio::task::block_in_place(|| warm_up_thresholds(config, samples, seed))?;
+            config.policy.thresholds = Some(th);
+            format!(
+                "manifest has none for coverage {}: fitted on {samples} synthetic warm-up records",
+                config.policy.coverage
+            )
+        }
+    })
+}
+
+/// The demo's input: good records keyed by utterance (spread over the partitions), then the
+/// bad ones, unkeyed; and the bad ones themselves.
+fn input_messages(dims: usize, records: usize, seed: u64) -> (Vec<KeyedPayload>, Vec<BadMessage>) {
+    let mut synth = SyntheticFeatures::new(dims, seed);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let mut messages: Vec<KeyedPayload> = (0..records)
+        .map(|_| {
+            let (id, bytes) = synth.encoded(now_ms, &Framing::SingleObject);
+            (Some(id.into_bytes()), bytes)
+        })
+        .collect();
+    let bad = bad_messages(dims, seed);
+    messages.extend(bad.iter().map(|b| (None, b.payload.clone())));
+    (messages, bad)
+}
+
+/// Feeds the input topic the way `input` says (nothing more for [`InputMode::Preproduced`]);
+/// returns the achieved rate of a paced run.
+async fn feed_input(
+    messages: Vec<KeyedPayload>,
+    input: InputMode,
+    brokers: String,
+    topic: String,
+    input_properties: Vec<(String, String)>,
+    (metrics, health, origin): (Arc<Metrics>, Arc<Health>, Origin),
+) -> Result<Option<f64>, PipelineError> {
+    let producer = cluster::producer(&brokers, &input_properties)?;
+    match input {
+        InputMode::Preproduced => Ok(None),
+        // Produced while the stage runs, like a live stream, keeping the backlog under
+        // MAX_BACKLOG: the mock cluster keeps only 5 MB per partition (~200 records of
+        // 6,373 floats) and deletes older data, as retention would.
+        InputMode::Live => {
+            let mut sent = 0u64;
+            for chunk in messages.chunks(100) {
+                while sent.saturating_sub(metrics.consumed_total()) > MAX_BACKLOG {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                cluster::send_all(&producer, &topic, chunk).await?;
+                sent += chunk.len() as u64;
+            }
+            Ok(None)
+        }
+        // The clock starts once the stage owns its partitions, so the group join is
+        // not counted as latency.
+        InputMode::Paced(rate) => {
+            while health.readiness().is_err() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            latency::send_paced(&producer, &topic, &messages, rate, &origin).await.map(Some)
+        }
+    }
+}
+
+/// Times the run from the first record consumed (after the group join) until `expected`
+/// records were handled or `deadline` passed, lets the archive (when it runs) catch up with
+/// the predictions, then triggers shutdown. Returns the timed window.
+async fn time_and_stop(
+    metrics: Arc<Metrics>,
+    trigger: lifecycle::ShutdownTrigger,
+    expected: u64,
+    deadline: Duration,
+    wait_for_archive: bool,
+) -> Duration {
+    let t0 = Instant::now();
+    while metrics.consumed_total() == 0 && t0.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let first = Instant::now();
+    while metrics.records_out() < expected && t0.elapsed() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let done = first.elapsed();
+    let predictions = metrics.records_accepted.get() + metrics.records_rejected.get();
+    let catch_up = Instant::now();
+    while wait_for_archive
+        && metrics.archive_rows.get() < predictions
+        && catch_up.elapsed() < Duration::from_secs(30)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    trigger.trigger();
+    done
+}
+
+/// Reads the output topics back independently: messages per topic, and input offsets
+/// answered more than once.
+fn count_outputs(
+    brokers: &str,
+    topics: &TopicsConfig,
+    expected: usize,
+) -> Result<(BTreeMap<String, usize>, usize), PipelineError> {
+    let outputs: Vec<ReadBack> = tokio::task::block_in_place(|| {
+        cluster::read_back(
+            brokers,
+            &[&topics.accepted, &topics.rejected, &topics.dlq],
+            expected,
+            Duration::from_millis(300),
+            Duration::from_secs(30),
+        )
+    })?;
+    let mut read_back: BTreeMap<String, usize> = BTreeMap::new();
+    let mut seen = BTreeSet::new();
+    let mut duplicates = 0;
+    for o in &outputs {
+        *read_back.entry(o.topic.clone()).or_default() += 1;
+        if let Some(input) = o.headers.get(router::HEADER_INPUT) {
+            if !seen.insert(input.clone()) {
+                duplicates += 1;
+            }
+        }
+    }
+    Ok((read_back, duplicates))
 }

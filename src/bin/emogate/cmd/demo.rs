@@ -1,0 +1,55 @@
+//! `emogate demo`: end-to-end run on an in-process mock Kafka cluster with synthetic records.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+
+use emogate::config::DeliveryMode;
+use emogate::lifecycle::StageContext;
+use emogate::service;
+use emogate::testkit::demo::{self, DemoOptions};
+
+/// `emogate demo`
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Synthetic records to send (five malformed ones are added).
+    #[arg(long, default_value_t = 2000)]
+    records: usize,
+    /// Model directory (default: models/default if present, else models/fixture).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Delivery mode of the infer stage.
+    #[arg(long, value_enum, default_value_t = DeliveryMode::ExactlyOnce)]
+    delivery: DeliveryMode,
+    /// Print the summary as one JSON object instead of the human one.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: DemoArgs) -> Result<()> {
+    super::init_tracing("warn")?;
+    let mut options = DemoOptions { records: args.records, mode: args.delivery, ..DemoOptions::default() };
+    if let Some(model) = args.model {
+        options.model_dir = model;
+    }
+    let summary = super::runtime()?
+        .block_on(demo::run_demo(
+            options,
+            Box::new(|ctx: &StageContext| vec![("archive", service::archive_stage(ctx))]),
+        ))
+        .context("demo failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&summary.to_json())?);
+    } else {
+        print!("{summary}");
+    }
+    let expected = summary.options.records + summary.bad_sent;
+    let read: usize = summary.read_back.values().sum();
+    if read != expected || summary.duplicates > 0 {
+        bail!("read back {read} outputs for {expected} inputs ({} duplicates)", summary.duplicates);
+    }
+    if summary.archive_rows < summary.report.predictions {
+        bail!("archive holds {} rows for {} predictions", summary.archive_rows, summary.report.predictions);
+    }
+    Ok(())
+}

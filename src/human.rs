@@ -1,0 +1,69 @@
+//! Formatting for the summaries people read (`emogate demo`, `produce`, `serve`'s stage
+//! reports): thousands separators, byte units and aligned labels. Machines get `--json`.
+
+use std::fmt::{self, Display, Write};
+
+/// Width of the label column of [`row`].
+pub const LABEL_WIDTH: usize = 18;
+
+/// `1234567` → `1,234,567`.
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
+}
+
+/// A rate or other non-negative quantity rounded to a whole number, with separators.
+pub fn whole(x: f64) -> String {
+    if x.is_finite() && x >= 0.0 {
+        count(x.round() as u64)
+    } else {
+        format!("{x:.0}")
+    }
+}
+
+/// Bytes in the largest binary unit that keeps the number at least 1 (`3.4 MiB`).
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// One line of a summary: two spaces, the label padded to [`LABEL_WIDTH`], the value.
+pub fn row(f: &mut impl Write, label: &str, value: impl Display) -> fmt::Result {
+    writeln!(f, "  {label:<LABEL_WIDTH$} {value}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn separators_units_and_rows() {
+        assert_eq!(count(0), "0");
+        assert_eq!(count(999), "999");
+        assert_eq!(count(1000), "1,000");
+        assert_eq!(count(1_234_567), "1,234,567");
+        assert_eq!(whole(2499.6), "2,500");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+        let mut s = String::new();
+        row(&mut s, "records in", 5).unwrap();
+        assert_eq!(s, format!("  {:<18} 5\n", "records in"));
+    }
+}
