@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use super::batcher::{Batch, Batcher, Incoming};
 use super::processor::InferConsumer;
-use super::step::{poll_until, Rejected, Step, StepError};
+use super::step::{forward_held, poll_until, Rejected, Step, StepError};
 
 pub(crate) struct BatchStep<N> {
     batcher: Batcher,
@@ -28,14 +28,7 @@ impl<N: Step<Batch>> BatchStep<N> {
 
     /// Hands the held batch on; false if the next step still refuses it.
     fn forward_held(&mut self) -> bool {
-        let Some(batch) = self.held.take() else { return true };
-        match self.next.submit(batch) {
-            Ok(()) => true,
-            Err(Rejected(batch)) => {
-                self.held = Some(batch);
-                false
-            }
-        }
+        forward_held(&mut self.held, &mut self.next)
     }
 
     fn close(&mut self, batch: Batch) {

@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
@@ -35,7 +35,7 @@ use super::error::PipelineError;
 use super::infer_metrics::InferMetrics;
 use super::offsets::OffsetBook;
 use super::processor::InferConsumer;
-use super::route_step::Routed;
+use super::route_step::{now_ms, Routed};
 use super::router::{Output, Route, HEADER_ERROR_DETAIL};
 use super::step::{poll_until, Rejected, Step, StepError};
 use super::transaction_policy::TransactionPolicy;
@@ -109,10 +109,6 @@ pub(crate) struct DeliverStep {
     /// An abort that failed while terminating (the producer's state is then unknown).
     abort_failure: Option<String>,
     report: InferReport,
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 impl DeliverStep {

@@ -10,7 +10,7 @@ use super::batcher::OffsetRange;
 use super::infer_step::Answered;
 use super::processor::InferConsumer;
 use super::router::{Output, Router};
-use super::step::{Rejected, Step, StepError};
+use super::step::{forward_held, Rejected, Step, StepError};
 
 /// A batch's messages, ready to deliver.
 pub(crate) struct Routed {
@@ -27,7 +27,8 @@ pub(crate) struct RouteStep<N> {
     pub(crate) next: N,
 }
 
-fn now_ms() -> i64 {
+/// Wall-clock milliseconds (prediction timestamps, end-to-end latency).
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
@@ -36,15 +37,9 @@ impl<N: Step<Routed>> RouteStep<N> {
         RouteStep { router, held: None, next }
     }
 
+    /// Hands the held item on; false if the next step still refuses it.
     fn forward_held(&mut self) -> bool {
-        let Some(routed) = self.held.take() else { return true };
-        match self.next.submit(routed) {
-            Ok(()) => true,
-            Err(Rejected(routed)) => {
-                self.held = Some(routed);
-                false
-            }
-        }
+        forward_held(&mut self.held, &mut self.next)
     }
 
     fn route(&self, answered: Answered) -> Routed {

@@ -54,6 +54,19 @@ pub trait Step<T> {
     fn is_busy(&self) -> bool;
 }
 
+/// Offers the item `held` for the next step to it; true when nothing is held any more (the
+/// next step took it, or there was none), false when it was refused and is held again.
+pub(crate) fn forward_held<T>(held: &mut Option<T>, next: &mut impl Step<T>) -> bool {
+    let Some(item) = held.take() else { return true };
+    match next.submit(item) {
+        Ok(()) => true,
+        Err(Rejected(item)) => {
+            *held = Some(item);
+            false
+        }
+    }
+}
+
 /// How long a join sleeps between polls while work is still held.
 pub(crate) const JOIN_TICK: Duration = Duration::from_millis(1);
 
