@@ -123,7 +123,10 @@ async fn broker_rebalance_two_instances_loses_nothing() {
     let topics = unique_topics("b-rebalance");
     broker.create_topics(&topics).await;
     let (messages, bad) = input_messages(GOOD * 2, 23);
-    broker.produce(&topics.input, &messages).await;
+    // Half the input before the second instance joins, half after it owns partitions: the
+    // first instance alone can answer all of it within the rebalance (it did once in ten runs).
+    let (first_half, second_half) = messages.split_at(messages.len() / 2);
+    broker.produce(&topics.input, first_half).await;
     let mut config = test_config(&broker.brokers, &topics, "g-b-rebalance", DeliveryMode::AtLeastOnce);
     config.batch.max_records = 4;
     config.batch.max_in_flight = 1;
@@ -133,6 +136,12 @@ async fn broker_rebalance_two_instances_loses_nothing() {
     wait_for("the first instance's output", TIMEOUT, || ma.records_out() >= 20).await;
     let b = start(config);
     let mb = b.metrics.clone();
+    let hb = b.health.clone();
+    wait_for("partitions for the second instance", TIMEOUT, || {
+        hb.assigned_partitions.load(std::sync::atomic::Ordering::Relaxed) > 0
+    })
+    .await;
+    broker.produce(&topics.input, second_half).await;
     let total = messages.len() as u64;
     wait_for("all records answered by the group", TIMEOUT, || ma.records_out() + mb.records_out() >= total)
         .await;

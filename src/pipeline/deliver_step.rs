@@ -73,7 +73,8 @@ pub(crate) struct DeliverSettings {
     /// Bound of every blocking producer call and of a delivery.
     pub timeout: Duration,
     pub transactions: TransactionPolicy,
-    /// Most batches held at once.
+    /// Most batches held at once (at least once: being acknowledged; exactly-once: in the open
+    /// transaction).
     pub max_batches: usize,
     pub metrics: Arc<dyn InferMetrics>,
 }
@@ -84,7 +85,7 @@ struct Sending {
     outputs: Vec<Output>,
     /// Outputs handed to the producer so far (the rest wait for room in its queue).
     sent: usize,
-    /// Delivery reports not yet received, in send order (at-least-once only).
+    /// Delivery reports not yet received, in send order.
     acks: VecDeque<DeliveryFuture>,
     /// Delivery reports received (the next report answers `outputs[acked]`).
     acked: usize,
@@ -146,7 +147,6 @@ impl DeliverStep {
 
     /// Hands the unsent outputs of the newest batch to the producer until its queue is full.
     fn send_pending(&mut self) -> Result<(), Failure> {
-        let keep_acks = !self.exactly_once();
         let settings = &self.settings;
         let Some(batch) = self.batches.back_mut() else { return Ok(()) };
         while batch.sent < batch.outputs.len() {
@@ -162,9 +162,7 @@ impl DeliverStep {
             }
             match settings.producer.send_result(record) {
                 Ok(ack) => {
-                    if keep_acks {
-                        batch.acks.push_back(ack);
-                    }
+                    batch.acks.push_back(ack);
                     batch.sent += 1;
                 }
                 Err((e, _)) if is_queue_full(&e) => return Ok(()),
@@ -200,34 +198,48 @@ impl DeliverStep {
         }
     }
 
+    /// Takes in the delivery reports that have arrived for `batches[index]`; true once every
+    /// output of it is sent and acknowledged. Reports arrive roughly in send order: only the
+    /// oldest is looked at, so a poll costs one check per report received plus one.
+    fn collect_acks(&mut self, index: usize) -> Result<bool, Failure> {
+        let batch = &mut self.batches[index];
+        while let Some(ack) = batch.acks.front_mut() {
+            let failed = match ack.now_or_never() {
+                None => break,
+                Some(Ok(Ok(_))) => None,
+                Some(Ok(Err((e, _)))) => Some(e),
+                Some(Err(_canceled)) => Some(KafkaError::Canceled),
+            };
+            batch.acks.pop_front();
+            batch.acked += 1;
+            if let Some(e) = failed {
+                let output = batch.outputs[batch.acked - 1].clone();
+                return Err(self.delivery_failure(output, &e));
+            }
+        }
+        Ok(batch.is_sent() && batch.acks.is_empty())
+    }
+
     /// At-least-once: completes the batches at the front whose every delivery is acknowledged.
     fn complete_acknowledged(&mut self, consumer: &InferConsumer) -> Result<(), Failure> {
-        while let Some(batch) = self.batches.front_mut() {
-            // Reports arrive roughly in send order: look at the oldest only, so a poll costs
-            // one check per report received plus one.
-            while let Some(ack) = batch.acks.front_mut() {
-                let failed = match ack.now_or_never() {
-                    None => break,
-                    Some(Ok(Ok(_))) => None,
-                    Some(Ok(Err((e, _)))) => Some(e),
-                    Some(Err(_canceled)) => Some(KafkaError::Canceled),
-                };
-                batch.acks.pop_front();
-                batch.acked += 1;
-                if let Some(e) = failed {
-                    let output = batch.outputs[batch.acked - 1].clone();
-                    return Err(self.delivery_failure(output, &e));
-                }
-            }
-            if !batch.is_sent() || !batch.acks.is_empty() {
-                return Ok(());
-            }
+        while !self.batches.is_empty() && self.collect_acks(0)? {
             let batch = self.batches.pop_front().expect("checked above");
             let commit = self.book.complete(batch.id).unwrap_or_default();
             self.commit_async(consumer, &commit);
             self.account(&batch.outputs);
         }
         Ok(())
+    }
+
+    /// Exactly-once: whether every output of the open transaction is acknowledged. Committing
+    /// before that makes `commit_transaction` flush, which waits for the producer's polling
+    /// thread to serve the delivery reports (100 ms a commit on the mock cluster, measured).
+    fn transaction_acknowledged(&mut self) -> Result<bool, Failure> {
+        let mut all = true;
+        for index in 0..self.batches.len() {
+            all &= self.collect_acks(index)?;
+        }
+        Ok(all)
     }
 
     fn offsets_tpl(&self, offsets: &BTreeMap<i32, i64>) -> TopicPartitionList {
@@ -260,8 +272,16 @@ impl DeliverStep {
             .group_metadata()
             .ok_or_else(|| Failure::Retry("consumer has no group metadata yet".into()))?;
         let producer = &self.settings.producer;
+        let t0 = Instant::now();
         producer.send_offsets_to_transaction(&tpl, &metadata, self.settings.timeout).map_err(classify)?;
+        let t1 = Instant::now();
         producer.commit_transaction(self.settings.timeout).map_err(classify)?;
+        tracing::debug!(
+            send_offsets_ms = (t1 - t0).as_secs_f64() * 1e3,
+            commit_ms = t1.elapsed().as_secs_f64() * 1e3,
+            batches = self.batches.len(),
+            "transaction committed"
+        );
         self.transaction = None;
         let batches: Vec<Sending> = self.batches.drain(..).collect();
         for batch in &batches {
@@ -307,14 +327,13 @@ impl DeliverStep {
                 return self.complete_acknowledged(consumer);
             }
             let Some(started) = self.transaction else { return Ok(()) };
-            let all_sent = self.batches.iter().all(Sending::is_sent);
             let commit = force_commit
                 || self.settings.transactions.commit_now(
                     self.batches.len(),
                     started.elapsed(),
                     self.more_coming,
                 );
-            if all_sent && commit {
+            if commit && self.transaction_acknowledged()? {
                 self.commit_transaction(consumer)?;
             }
             Ok(())

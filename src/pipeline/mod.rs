@@ -202,7 +202,13 @@ impl InferStage {
                     max_batches: config.delivery.transaction_max_batches,
                     max_age: config.delivery.transaction_max_age(),
                 },
-                max_batches: config.batch.max_in_flight,
+                // Exactly-once: a transaction may hold up to transaction_max_batches produced
+                // batches (the policy commits when it does), so the step must take that many;
+                // refusing earlier would stall the chain until the transaction's age ran out.
+                max_batches: match config.delivery.mode {
+                    DeliveryMode::ExactlyOnce => config.delivery.transaction_max_batches.max(1),
+                    DeliveryMode::AtLeastOnce => config.batch.max_in_flight,
+                },
                 metrics: Arc::clone(&metrics),
             },
         };

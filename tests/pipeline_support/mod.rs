@@ -97,6 +97,7 @@ pub fn input_messages(n: usize, seed: u64) -> (Vec<KeyedPayload>, Vec<BadMessage
 /// A running infer stage.
 pub struct Running {
     pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
     pub trigger: ShutdownTrigger,
     pub handle: tokio::task::JoinHandle<Result<InferReport, PipelineError>>,
 }
@@ -120,14 +121,15 @@ pub fn start(config: Config) -> Running {
     emogate::telemetry::init_tracing(emogate::config::LogFormat::Pretty, "warn,emogate=info").unwrap();
     let metrics = Arc::new(Metrics::new().unwrap());
     let (trigger, listener) = shutdown::channel();
+    let health = Health::new();
     let ctx = StageContext {
         config: Arc::new(config),
         metrics: Arc::clone(&metrics),
-        health: Health::new(),
+        health: Arc::clone(&health),
         shutdown: listener,
     };
     let stage = tokio::task::block_in_place(|| InferStage::new(ctx)).expect("stage set-up");
-    Running { metrics, trigger, handle: tokio::spawn(stage.run()) }
+    Running { metrics, health, trigger, handle: tokio::spawn(stage.run()) }
 }
 
 /// The independent read-back (confluent-kafka + fastavro) as JSON.
