@@ -272,16 +272,9 @@ impl DeliverStep {
             .group_metadata()
             .ok_or_else(|| Failure::Retry("consumer has no group metadata yet".into()))?;
         let producer = &self.settings.producer;
-        let t0 = Instant::now();
         producer.send_offsets_to_transaction(&tpl, &metadata, self.settings.timeout).map_err(classify)?;
-        let t1 = Instant::now();
         producer.commit_transaction(self.settings.timeout).map_err(classify)?;
-        tracing::debug!(
-            send_offsets_ms = (t1 - t0).as_secs_f64() * 1e3,
-            commit_ms = t1.elapsed().as_secs_f64() * 1e3,
-            batches = self.batches.len(),
-            "transaction committed"
-        );
+        tracing::debug!(batches = self.batches.len(), offsets = ?offsets, "transaction committed");
         self.transaction = None;
         let batches: Vec<Sending> = self.batches.drain(..).collect();
         for batch in &batches {
