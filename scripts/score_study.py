@@ -150,16 +150,19 @@ def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--model", required=True)
     p.add_argument("--corpus", required=True)
+    p.add_argument("--fit-corpus", help="fit on this corpus's dev split (default: --corpus), e.g. the training corpus when --corpus is a cross-corpus test")
     p.add_argument("--cache")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--batch", type=int, default=256)
     args = p.parse_args()
 
-    dev = outputs(args.model, args.corpus, "dev", args.threads, args.batch, args.cache)
+    fit_corpus = args.fit_corpus or args.corpus
+    fit_cache = os.path.join(args.cache, "fit") if args.cache and args.fit_corpus else args.cache
+    dev = outputs(args.model, fit_corpus, "dev", args.threads, args.batch, fit_cache)
     test = outputs(args.model, args.corpus, "test", args.threads, args.batch, args.cache)
-    dev_y, _ = labels_and_ambiguity(args.corpus, dev["rows"])
+    dev_y, _ = labels_and_ambiguity(fit_corpus, dev["rows"])
     test_y, ambiguity = labels_and_ambiguity(args.corpus, test["rows"])
-    report = {"model": args.model, "corpus": args.corpus, "attributes": {}}
+    report = {"model": args.model, "corpus": args.corpus, "fit_corpus": fit_corpus, "attributes": {}}
     for a in ATTRIBUTES:
         entry = {}
         for name, (s_dev, s_test, params) in candidates(dev, test, a, dev_y[a]).items():
