@@ -84,16 +84,25 @@ def labels_and_ambiguity(corpus, rows):
 
 
 class LevelProfile:
-    """Mean and sd of a signal as piecewise-linear functions of the level, knots at dev quantiles."""
+    """Mean and sd of a signal as piecewise-linear functions of the level: the definition of
+    `src/uncertainty/level_score.rs` (dev records sorted by level, cut into `knots` groups of
+    equal count, remainder to the first groups; a knot at each group's mean level)."""
 
     def __init__(self, level, signal, knots=KNOTS):
-        edges = np.quantile(level, np.linspace(0, 1, knots + 1))
-        self.x, self.mean, self.sd = [], [], []
-        for lo, hi in zip(edges[:-1], edges[1:]):
-            sel = (level >= lo) & (level <= hi)
-            self.x.append(level[sel].mean())
-            self.mean.append(signal[sel].mean())
-            self.sd.append(max(signal[sel].std(), 1e-6))
+        order = np.argsort(level, kind="stable")
+        base, extra = divmod(len(level), knots)
+        groups, start = [], 0
+        for k in range(knots):
+            size = base + (1 if k < extra else 0)
+            g = order[start : start + size]
+            start += size
+            if groups and level[g].mean() <= level[groups[-1]].mean():
+                groups[-1] = np.concatenate([groups[-1], g])
+            else:
+                groups.append(g)
+        self.x = [level[g].mean() for g in groups]
+        self.mean = [signal[g].mean() for g in groups]
+        self.sd = [max(signal[g].std(), 1e-6) for g in groups]
 
     def centred(self, level, signal):
         return signal - np.interp(level, self.x, self.mean)
