@@ -1,0 +1,59 @@
+//! The committed `models/default`, loaded the way `emogate serve` loads it: before this test
+//! only `make demo` touched it, so a re-export with a stale sha256, a missing threshold or a
+//! graph that broke the contract would have reached users first.
+#![cfg(feature = "testkit")]
+
+mod common;
+
+use std::path::PathBuf;
+
+use emogate::config::PolicyConfig;
+use emogate::model::{Model, ModelOptions, ProviderChoice};
+use emogate::policy::RejectPolicy;
+use emogate::testkit::synthetic::SyntheticFeatures;
+use emogate::uncertainty::{standard_coverages, MAX_ENTROPY};
+use emogate::{Attribute, LIKERT_BINS};
+
+fn default_dir() -> PathBuf {
+    common::repo_root().join("models/default")
+}
+
+#[test]
+fn loads_with_its_checksum_contract_and_thresholds() {
+    // Model::load checks the manifest, the sha256 of model.onnx and the graph's inputs and
+    // outputs against the contract (DESIGN §6).
+    let options = ModelOptions { provider: ProviderChoice::Cpu, intra_threads: 2, ..ModelOptions::default() };
+    let mut model = Model::load(&default_dir(), &options).expect("models/default loads");
+    let manifest = model.manifest().clone();
+    manifest.validate().expect("manifest is valid");
+    assert_eq!(manifest.feature_dims, 6373, "the ComParE/IS13 input the paper uses");
+    assert_eq!(manifest.attributes, Attribute::ALL);
+
+    // Every coverage of the paper's reject curves has calibrated thresholds, and the service's
+    // default policy builds from the manifest alone.
+    for coverage in standard_coverages(0.1).unwrap() {
+        assert!(manifest.thresholds_for(coverage).is_some(), "no thresholds for coverage {coverage}");
+    }
+    let policy = RejectPolicy::new(&PolicyConfig::default(), &manifest).expect("default policy builds");
+    assert!(policy.thresholds().iter().all(|(_, &t)| t > 0.0 && t <= MAX_ENTROPY));
+
+    // It answers real-shaped records with finite values, distributions and entropies.
+    let mut generator = SyntheticFeatures::new(manifest.feature_dims, 11);
+    let rows = 16;
+    let features: Vec<f32> = (0..rows).flat_map(|_| generator.features()).collect();
+    let predictions = model.infer(&features).expect("inference runs");
+    assert_eq!(predictions.len(), rows);
+    for p in &predictions {
+        for a in Attribute::ALL {
+            let out = &p[a];
+            assert!(out.value.is_finite() && out.consensus.is_finite(), "{a}: {out:?}");
+            assert_eq!(out.distribution.len(), LIKERT_BINS);
+            let mass: f32 = out.distribution.iter().sum();
+            assert!((mass - 1.0).abs() < 1e-3, "{a}: distribution sums to {mass}");
+            assert!(out.entropy >= 0.0 && out.entropy <= MAX_ENTROPY + 1e-4, "{a}: entropy {}", out.entropy);
+        }
+    }
+    // A model whose entropies are all equal cannot rank anything.
+    let entropies: Vec<f32> = predictions.iter().map(|p| p[Attribute::Arousal].entropy).collect();
+    assert!(entropies.iter().any(|&h| (h - entropies[0]).abs() > 1e-4), "constant entropy {entropies:?}");
+}
