@@ -8,6 +8,11 @@ byte order. Floats appear as their float32 bit patterns so both sides compare th
 
   read DIR                  decode every DIR/feature-*.bin and DIR/prediction-*.bin
   write DIR N SEED DIMS     write N random FeatureRecords (DIMS features) and N EmotionPredictions
+  read-legacy DIR           decode DIR/prediction-*.bin as a reader of the legacy schema would
+                            (writer: the current schema, reader: schemas/legacy/, so the
+                            `uncertainty` fields are skipped by Avro schema resolution)
+  write-legacy DIR N SEED   write N EmotionPredictions with the legacy schema, single-object
+                            framing with its fingerprint (records an older emogate left behind)
 
 Framing is Confluent (0x00 + 4-byte big-endian id), single-object (0xC3 0x01 + fingerprint) or
 raw, by the first bytes. Reading strips `logicalType` from the schema: timestamp-millis is encoded
@@ -27,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_FILES = {
     "feature": ROOT / "schemas" / "feature_record.avsc",
     "prediction": ROOT / "schemas" / "emotion_prediction.avsc",
+    "prediction_legacy": ROOT / "schemas" / "legacy" / "emotion_prediction.0.avsc",
 }
 ATTRIBUTES = ("valence", "arousal", "dominance")
 
@@ -92,6 +98,8 @@ def attribute_json(a):
         "entropy": f32_bits(a["entropy"]),
         "uncertainty_source": a["uncertainty_source"],
         "accepted": a["accepted"],
+        # Absent for a reader of the legacy schema, which has no such field.
+        **({"uncertainty": None if a["uncertainty"] is None else f32_bits(a["uncertainty"])} if "uncertainty" in a else {}),
     }
 
 
@@ -112,6 +120,38 @@ def split_framing(data, fp, name):
             sys.exit(f"{name}: single-object fingerprint {data[2:10].hex()} is not fastavro's {fp.hex()}")
         return framing_json("single_object"), data[10:]
     return framing_json("raw"), data
+
+
+def read_legacy(directory):
+    writer = load_schema("prediction", strip=True)
+    reader = load_schema("prediction_legacy", strip=True)
+    fp = bytes.fromhex(schema_fingerprint("prediction"))
+    files = {}
+    for path in sorted(Path(directory).glob("prediction-*.bin")):
+        framing, body = split_framing(path.read_bytes(), fp, path.name)
+        stream = io.BytesIO(body)
+        record = fastavro.schemaless_reader(stream, writer, reader)
+        if stream.tell() != len(body):
+            sys.exit(f"{path.name}: {len(body) - stream.tell()} trailing bytes")
+        files[path.name] = prediction_json(record, framing)
+    return files
+
+
+def write_legacy(directory, n, seed):
+    rng = random.Random(seed)
+    schema = load_schema("prediction_legacy")
+    header = b"\xc3\x01" + bytes.fromhex(schema_fingerprint("prediction_legacy"))
+    files = {}
+    for i in range(n):
+        record = random_prediction(rng)
+        for attribute in ATTRIBUTES:
+            del record[attribute]["uncertainty"]
+        body = io.BytesIO()
+        fastavro.schemaless_writer(body, schema, record)
+        name = f"prediction-{i:03}.bin"
+        (Path(directory) / name).write_bytes(header + body.getvalue())
+        files[name] = prediction_json(record, framing_json("single_object"))
+    return files
 
 
 def read(directory):
@@ -148,6 +188,7 @@ def random_attribute(rng):
         "entropy": random_f32(rng),
         "uncertainty_source": rng.choice(ATTRIBUTES),
         "accepted": rng.random() < 0.5,
+        "uncertainty": None if rng.random() < 0.3 else random_f32(rng),
     }
 
 
@@ -202,6 +243,10 @@ def main(argv):
         files = read(argv[1])
     elif len(argv) == 5 and argv[0] == "write":
         files = write(argv[1], int(argv[2]), int(argv[3]), int(argv[4]))
+    elif len(argv) == 2 and argv[0] == "read-legacy":
+        files = read_legacy(argv[1])
+    elif len(argv) == 4 and argv[0] == "write-legacy":
+        files = write_legacy(argv[1], int(argv[2]), int(argv[3]))
     else:
         sys.exit(__doc__)
     fingerprints = {kind: schema_fingerprint(kind) for kind in SCHEMA_FILES}

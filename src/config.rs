@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::archive::ArchiveConfig;
 use crate::attribute::{Attribute, PerAttribute};
 use crate::model::{ModelOptions, ProviderChoice};
+use crate::uncertainty::ScoreKind;
 
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "EMOGATE_";
@@ -281,10 +282,15 @@ pub struct PolicyConfig {
     pub coverage: f64,
     /// `all` (default), `any`, or an attribute name.
     pub decision: DecisionRule,
+    /// The score thresholds apply to: `entropy` (the paper's) or `uncertainty` (the entropy
+    /// standardised within the predicted value). Unset: the manifest's `calibration.score`, the
+    /// one that ranked dev errors better (the entropy for a model without level profiles).
+    pub score: Option<ScoreKind>,
     /// Uncertainty transfer (UTL): `valence = "arousal"` decides valence by arousal's
-    /// entropy against arousal's threshold. Unlisted attributes use their own entropy.
+    /// score against arousal's threshold. Unlisted attributes use their own score.
     pub uncertainty_source: BTreeMap<Attribute, Attribute>,
-    /// Explicit entropy thresholds (nats), overriding the manifest's for all attributes.
+    /// Explicit thresholds in the units of the score in force, overriding the manifest's for
+    /// all attributes.
     pub thresholds: Option<PerAttribute<f32>>,
 }
 
@@ -293,6 +299,7 @@ impl Default for PolicyConfig {
         PolicyConfig {
             coverage: 0.8,
             decision: DecisionRule::All,
+            score: None,
             uncertainty_source: BTreeMap::new(),
             thresholds: None,
         }

@@ -1,12 +1,23 @@
 //! The reject policy: which predictions are confident enough to publish as accepted.
 //!
-//! Per attribute `a`, the model's soft-label entropy `H_a` (nats) is compared with a threshold
-//! `t_a` calibrated on the dev split so that a target fraction of utterances (the *coverage*)
-//! passes: `a` is accepted when `H_s <= t_s`, where `s` is `a`'s **uncertainty source**. By
-//! default `s = a`. Uncertainty transfer (UTL, the paper's Fig. 4) maps an attribute to another
-//! one whose entropy predicts its error better, e.g. `valence = "arousal"`: valence is then
-//! accepted when arousal's entropy passes arousal's threshold, so both are calibrated at the
-//! same coverage. The source is recorded in the output's `uncertainty_source` field.
+//! # Scores
+//! Every prediction carries the paper's soft-label entropy `H_a` (nats) and, when the model's
+//! manifest holds a dev-fitted level profile per attribute, the served uncertainty
+//! `U_a = (H_a − m_a(v_a)) / s_a(v_a)`: the entropy standardised within the predicted value
+//! `v_a` ([`crate::uncertainty::LevelProfile`]; why in docs/model-card.md). Both go out in every
+//! record. The policy ranks by one of them, `policy.score` (default: the one calibration found
+//! better on dev, `calibration.score` in the manifest; the entropy for a model without
+//! profiles). Computing `U_a` here, from manifest parameters, is the one place it is defined
+//! for serving; `emogate calibrate` fits the same function.
+//!
+//! # Thresholds
+//! Per attribute, the chosen score `S_a` is compared with a threshold `t_a` calibrated on the
+//! dev split so that a target fraction of utterances (the *coverage*) passes: `a` is accepted
+//! when `S_s <= t_s`, where `s` is `a`'s **uncertainty source**. By default `s = a`.
+//! Uncertainty transfer (UTL, the paper's Fig. 4) maps an attribute to another one whose score
+//! predicts its error better, e.g. `valence = "arousal"`: valence is then accepted when
+//! arousal's score passes arousal's threshold, so both are calibrated at the same coverage. The
+//! source is recorded in the output's `uncertainty_source` field.
 //!
 //! # Record decision rule
 //! The record goes to `emotion.accepted` when:
@@ -20,13 +31,14 @@
 //! archive keeps both. At coverage 1.0 (without a manifest entry) the thresholds are +∞:
 //! everything is accepted, which is the "no reject option" baseline.
 //!
-//! A NaN entropy never passes a threshold (`NaN <= t` is false), so a numerically broken
+//! A NaN score never passes a threshold (`NaN <= t` is false), so a numerically broken
 //! output is rejected rather than published as confident.
 
 use crate::attribute::{Attribute, PerAttribute};
 use crate::codec::{AttributePrediction, Decision, EmotionPrediction, RecordMeta};
 use crate::config::{DecisionRule, PolicyConfig};
 use crate::model::{Manifest, Prediction};
+use crate::uncertainty::{LevelProfile, ScoreKind};
 
 /// Why a policy cannot be built from the config and the manifest.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -37,11 +49,19 @@ pub enum PolicyError {
          calibrated value, or give policy.thresholds explicitly"
     )]
     NoThresholds { model: String, coverage: f64, available: String },
+    #[error(
+        "policy.score = \"uncertainty\" but model {model} has no `uncertainty_profile` in its manifest \
+         (exported before the served uncertainty existed); run `emogate calibrate` on the model to fit \
+         it, or set policy.score = \"entropy\""
+    )]
+    NoUncertaintyProfile { model: String },
 }
 
 /// A configured reject policy. Pure: deciding needs no I/O and cannot fail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectPolicy {
+    score: ScoreKind,
+    profiles: Option<PerAttribute<LevelProfile>>,
     thresholds: PerAttribute<f32>,
     sources: PerAttribute<Attribute>,
     rule: DecisionRule,
@@ -50,28 +70,36 @@ pub struct RejectPolicy {
 }
 
 impl RejectPolicy {
-    /// Thresholds: `policy.thresholds` if given, else the manifest's entry for
-    /// `policy.coverage`, else (only at coverage 1.0) +∞.
+    /// The score: `policy.score`, else the manifest's `calibration.score` if the manifest can
+    /// serve it, else the entropy. Thresholds: `policy.thresholds` if given, else the manifest's
+    /// entry for `policy.coverage` and that score, else (only at coverage 1.0) +∞.
     pub fn new(config: &PolicyConfig, manifest: &Manifest) -> Result<RejectPolicy, PolicyError> {
-        let thresholds = match (&config.thresholds, manifest.thresholds_for(config.coverage)) {
+        let profiles = manifest.uncertainty_profile.clone();
+        let score = RejectPolicy::score_for(config, manifest)?;
+        let thresholds = match (&config.thresholds, manifest.thresholds_for(config.coverage, score)) {
             (Some(explicit), _) => *explicit,
             (None, Some(calibrated)) => *calibrated,
             (None, None) if config.coverage >= 1.0 => PerAttribute::from_fn(|_| f32::INFINITY),
             (None, None) => {
-                let available = if manifest.thresholds.is_empty() {
-                    "none".to_string()
-                } else {
-                    manifest.thresholds.iter().map(|t| t.coverage.to_string()).collect::<Vec<_>>().join(", ")
-                };
+                let calibrated: Vec<String> = manifest
+                    .thresholds
+                    .iter()
+                    .filter(|t| t.of(score).is_some())
+                    .map(|t| t.coverage.to_string())
+                    .collect();
+                let available =
+                    if calibrated.is_empty() { "none".to_string() } else { calibrated.join(", ") };
                 return Err(PolicyError::NoThresholds {
                     model: manifest.model_ref(),
                     coverage: config.coverage,
-                    available,
+                    available: format!("{available} for {score}"),
                 });
             }
         };
         let sources = PerAttribute::from_fn(|a| config.uncertainty_source.get(&a).copied().unwrap_or(a));
         Ok(RejectPolicy {
+            score,
+            profiles,
             thresholds,
             sources,
             rule: config.decision,
@@ -80,7 +108,27 @@ impl RejectPolicy {
         })
     }
 
-    /// Thresholds in effect (nats).
+    /// The score a policy built from `config` and `manifest` ranks by (see [`RejectPolicy::new`]).
+    pub fn score_for(config: &PolicyConfig, manifest: &Manifest) -> Result<ScoreKind, PolicyError> {
+        let servable = manifest.uncertainty_profile.is_some();
+        match config.score {
+            Some(ScoreKind::Uncertainty) if !servable => {
+                Err(PolicyError::NoUncertaintyProfile { model: manifest.model_ref() })
+            }
+            Some(kind) => Ok(kind),
+            None => Ok(match &manifest.calibration {
+                Some(c) if c.score == ScoreKind::Entropy || servable => c.score,
+                _ => ScoreKind::Entropy,
+            }),
+        }
+    }
+
+    /// The score the thresholds apply to.
+    pub fn score(&self) -> ScoreKind {
+        self.score
+    }
+
+    /// Thresholds in effect (in the units of [`RejectPolicy::score`]).
     pub fn thresholds(&self) -> &PerAttribute<f32> {
         &self.thresholds
     }
@@ -95,8 +143,20 @@ impl RejectPolicy {
         &self.model_version
     }
 
+    /// The served uncertainty of each attribute, when the manifest has profiles.
+    pub fn uncertainty(&self, prediction: &Prediction) -> Option<PerAttribute<f32>> {
+        let profiles = self.profiles.as_ref()?;
+        Some(PerAttribute::from_fn(|a| profiles[a].score(prediction[a].value, prediction[a].entropy)))
+    }
+
     /// Per-attribute verdicts and the record's decision.
     pub fn decide(&self, prediction: &Prediction) -> (Decision, PerAttribute<AttributePrediction>) {
+        let uncertainty = self.uncertainty(prediction);
+        let ranked = |a: Attribute| match (self.score, &uncertainty) {
+            (ScoreKind::Uncertainty, Some(u)) => u[a],
+            // `new` refuses `uncertainty` without profiles; the entropy is the only other score.
+            _ => prediction[a].entropy,
+        };
         let attributes = PerAttribute::from_fn(|a| {
             let out = &prediction[a];
             let source = self.sources[a];
@@ -106,7 +166,8 @@ impl RejectPolicy {
                 distribution: out.distribution,
                 entropy: out.entropy,
                 uncertainty_source: source,
-                accepted: prediction[source].entropy <= self.thresholds[source],
+                accepted: ranked(source) <= self.thresholds[source],
+                uncertainty: uncertainty.as_ref().map(|u| u[a]),
             }
         });
         let accepted = match self.rule {
@@ -161,6 +222,8 @@ mod tests {
             training: TrainingInfo::default(),
             metrics: BTreeMap::new(),
             thresholds,
+            calibration: None,
+            uncertainty_profile: None,
             description: String::new(),
         }
     }
@@ -169,6 +232,7 @@ mod tests {
         manifest(vec![CoverageThresholds {
             coverage: 0.8,
             entropy: PerAttribute { valence: 1.0, arousal: 1.5, dominance: 1.2 },
+            uncertainty: None,
         }])
     }
 
@@ -206,9 +270,9 @@ mod tests {
         let err =
             RejectPolicy::new(&PolicyConfig { coverage: 0.7, ..PolicyConfig::default() }, &calibrated())
                 .unwrap_err();
-        assert!(err.to_string().contains("0.7") && err.to_string().contains("has: 0.8"), "{err}");
+        assert!(err.to_string().contains("0.7") && err.to_string().contains("has: 0.8 for entropy"), "{err}");
         let err = RejectPolicy::new(&PolicyConfig::default(), &manifest(vec![])).unwrap_err();
-        assert!(err.to_string().contains("has: none"), "{err}");
+        assert!(err.to_string().contains("has: none for entropy"), "{err}");
         let all =
             RejectPolicy::new(&PolicyConfig { coverage: 1.0, ..PolicyConfig::default() }, &manifest(vec![]))
                 .unwrap();
@@ -269,6 +333,90 @@ mod tests {
         let (_, attrs) = p.decide(&prediction([0.5, 1.6, 0.1]));
         assert!(!attrs.valence.accepted, "valence is decided by arousal");
         assert!(attrs.arousal.accepted, "arousal is decided by valence");
+    }
+
+    /// `calibrated()` plus level profiles (mean entropy 1.0 + 0.1·(value − 4), sd 0.5) and
+    /// uncertainty thresholds of 0.0 (accept when the entropy is at most the level's mean).
+    fn with_profiles(chosen: ScoreKind) -> Manifest {
+        let mut m = calibrated();
+        m.uncertainty_profile = Some(PerAttribute::from_fn(|_| LevelProfile {
+            level: vec![4.0, 6.0],
+            mean: vec![1.0, 1.2],
+            sd: vec![0.5, 0.5],
+        }));
+        m.thresholds[0].uncertainty = Some(PerAttribute::from_fn(|_| 0.0));
+        m.calibration = Some(crate::model::Calibration {
+            score: chosen,
+            dev_gain_at_60: PerAttribute::from_fn(|_| 0.1),
+            dev_gain_at_60_by_score: BTreeMap::new(),
+        });
+        m
+    }
+
+    #[test]
+    fn the_served_uncertainty_is_the_entropy_standardised_at_the_predicted_value() {
+        let m = with_profiles(ScoreKind::Uncertainty);
+        let p = RejectPolicy::new(&PolicyConfig::default(), &m).unwrap();
+        assert_eq!(p.score(), ScoreKind::Uncertainty, "the default is the manifest's choice");
+        assert_eq!(p.thresholds().arousal, 0.0);
+        // Values 4, 5, 6 (prediction()): level means 1.0, 1.1, 1.2.
+        let x = prediction([1.25, 1.0, 1.1]);
+        let u = p.uncertainty(&x).unwrap();
+        let close = |a: f32, b: f32| (a - b).abs() < 1e-6;
+        assert!(close(u.valence, 0.5) && close(u.arousal, -0.2) && close(u.dominance, -0.2), "{u:?}");
+        let (d, attrs) = p.decide(&x);
+        // The uncertainty decides: valence's entropy is above its level's mean (u = 0.5 > 0),
+        // arousal's and dominance's are below theirs (−0.2), though dominance's 1.1 is a
+        // higher entropy than arousal's 1.0.
+        assert_eq!(d, Decision::Rejected);
+        assert!(!attrs.valence.accepted && attrs.arousal.accepted && attrs.dominance.accepted);
+        assert_eq!(attrs.valence.uncertainty, Some(u.valence));
+        assert_eq!(attrs.valence.entropy, 1.25, "the paper's entropy goes out unchanged");
+        // The same record under the paper's entropy: arousal's 1.0 passes 1.5, valence fails 1.0.
+        let e = RejectPolicy::new(
+            &PolicyConfig { score: Some(ScoreKind::Entropy), ..PolicyConfig::default() },
+            &m,
+        )
+        .unwrap();
+        let (_, attrs) = e.decide(&prediction([0.9, 1.6, 1.0]));
+        assert!(attrs.valence.accepted && !attrs.arousal.accepted, "entropy 0.9 ≤ 1.0, 1.6 > 1.5");
+        assert!(attrs.valence.uncertainty.is_some(), "both scores go out whichever decides");
+        // Uncertainty transfer compares the source's uncertainty with the source's threshold.
+        let utl = RejectPolicy::new(
+            &PolicyConfig {
+                uncertainty_source: BTreeMap::from([(Attribute::Valence, Attribute::Arousal)]),
+                ..PolicyConfig::default()
+            },
+            &m,
+        )
+        .unwrap();
+        let (_, attrs) = utl.decide(&x);
+        assert!(attrs.valence.accepted, "valence decided by arousal's uncertainty −0.2 ≤ 0");
+        assert_eq!(utl.decide(&prediction([1.25, f32::NAN, 1.0])).0, Decision::Rejected);
+    }
+
+    #[test]
+    fn a_model_without_profiles_serves_the_entropy_and_refuses_an_explicit_uncertainty() {
+        let m = calibrated();
+        let p = RejectPolicy::new(&PolicyConfig::default(), &m).unwrap();
+        assert_eq!(p.score(), ScoreKind::Entropy);
+        assert!(p.decide(&prediction([0.5; 3])).1.iter().all(|(_, x)| x.uncertainty.is_none()));
+        let err = RejectPolicy::new(
+            &PolicyConfig { score: Some(ScoreKind::Uncertainty), ..PolicyConfig::default() },
+            &m,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("emogate calibrate"), "{err}");
+        // A manifest that chose the uncertainty but has no profile falls back to the entropy.
+        let mut broken = with_profiles(ScoreKind::Uncertainty);
+        broken.uncertainty_profile = None;
+        broken.thresholds[0].uncertainty = None;
+        assert_eq!(RejectPolicy::new(&PolicyConfig::default(), &broken).unwrap().score(), ScoreKind::Entropy);
+        // Profiles but no uncertainty thresholds for the coverage asked: a clear error.
+        let mut m = with_profiles(ScoreKind::Uncertainty);
+        m.thresholds[0].uncertainty = None;
+        let err = RejectPolicy::new(&PolicyConfig::default(), &m).unwrap_err();
+        assert!(err.to_string().contains("none for uncertainty"), "{err}");
     }
 
     #[test]

@@ -73,6 +73,9 @@ pub struct Metrics {
     /// accepted — what the thresholds were calibrated to hold at the target.
     pub coverage: GaugeVec,
     pub coverage_target: Gauge,
+    /// Per attribute, the dev CCC gain at 60 % coverage the model was calibrated with (from the
+    /// manifest): negative means rejecting by the served score removes the better predictions.
+    pub calibration_dev_gain: GaugeVec,
     pub consumer_lag: IntGaugeVec,
     pub transactions_aborted: IntCounter,
     /// Batches per committed exactly-once transaction (its count: transactions committed).
@@ -153,6 +156,14 @@ impl Metrics {
         let target =
             Gauge::new("emogate_coverage_target_ratio", "Coverage the thresholds were calibrated for")?;
         registry.register(Box::new(target.clone()))?;
+        let calibration_dev_gain = GaugeVec::new(
+            Opts::new(
+                "emogate_calibration_dev_gain_ratio",
+                "Per attribute, dev CCC at 60 % coverage over dev CCC at 100 %, minus 1, from the model manifest; negative = rejecting hurts",
+            ),
+            &["attribute"],
+        )?;
+        registry.register(Box::new(calibration_dev_gain.clone()))?;
         let ready = IntGauge::new(
             "emogate_ready",
             "1 when the service is ready (model loaded, broker reachable, assigned)",
@@ -212,6 +223,7 @@ impl Metrics {
             entropy,
             coverage,
             coverage_target: target,
+            calibration_dev_gain,
             consumer_lag: lag,
             transactions_aborted: counter(
                 "emogate_transactions_aborted_total",
@@ -492,6 +504,7 @@ mod tests {
         m.observe_prediction(false, [(Attribute::Valence, 1.5, false), (Attribute::Arousal, 0.5, true)]);
         m.set_execution_provider("cpu", true);
         m.coverage_target.set(0.8);
+        m.calibration_dev_gain.with_label_values(&["arousal"]).set(-0.25);
         let text = m.render();
         for name in [
             "emogate_records_consumed_total{topic=\"ser.features\"} 3",
@@ -502,6 +515,7 @@ mod tests {
             "emogate_coverage_ratio{attribute=\"valence\"} 0.5",
             "emogate_coverage_ratio{attribute=\"arousal\"} 1",
             "emogate_coverage_target_ratio 0.8",
+            "emogate_calibration_dev_gain_ratio{attribute=\"arousal\"} -0.25",
             "emogate_execution_provider_info{fallback=\"true\",provider=\"cpu\"} 1",
         ] {
             assert!(text.contains(name), "missing `{name}` in\n{text}");

@@ -152,7 +152,11 @@ fn every_column_reads_back_in_pyarrow_duckdb_and_pandas() {
         .filter(|(k, v)| **v == json!(true) && !["dt", "hour"].contains(&k.as_str()))
         .map(|(k, _)| k)
         .collect();
-    assert_eq!(optional, ["source", "speaker_id"]);
+    assert_eq!(
+        optional,
+        ["arousal_uncertainty", "dominance_uncertainty", "source", "speaker_id", "valence_uncertainty"]
+    );
+    assert_eq!(schema["valence_uncertainty"], json!("float"));
 
     // pandas reads the whole archive, partition columns included.
     assert_eq!(out["pandas"]["rows"], json!(n));

@@ -10,8 +10,8 @@ use std::path::Path;
 use common::codec::bits;
 
 use emogate::codec::{
-    decode_prediction, encode_feature_record, encode_prediction, AttributePrediction, Decision,
-    EmotionPrediction, FeatureDecoder, FeatureRecord, Framing, RecordSchema,
+    decode_prediction, encode_feature_record, encode_prediction, legacy_prediction_fingerprint,
+    AttributePrediction, Decision, EmotionPrediction, FeatureDecoder, FeatureRecord, Framing, RecordSchema,
 };
 use emogate::{Attribute, PerAttribute};
 use rand::rngs::StdRng;
@@ -45,6 +45,7 @@ fn attribute_json(a: &AttributePrediction) -> Value {
         "value": a.value.to_bits(), "consensus": a.consensus.to_bits(),
         "distribution": bits(&a.distribution), "entropy": a.entropy.to_bits(),
         "uncertainty_source": a.uncertainty_source.as_str(), "accepted": a.accepted,
+        "uncertainty": a.uncertainty.map(f32::to_bits),
     })
 }
 
@@ -76,10 +77,12 @@ fn assert_same_json(file: &str, got: &Value, want: &Value) {
 }
 
 fn assert_fingerprints(report: &Value) {
-    for (kind, schema) in
-        [("feature", RecordSchema::FeatureRecord), ("prediction", RecordSchema::EmotionPrediction)]
-    {
-        let ours = hex::encode(schema.fingerprint().to_le_bytes());
+    for (kind, fingerprint) in [
+        ("feature", RecordSchema::FeatureRecord.fingerprint()),
+        ("prediction", RecordSchema::EmotionPrediction.fingerprint()),
+        ("prediction_legacy", legacy_prediction_fingerprint()),
+    ] {
+        let ours = hex::encode(fingerprint.to_le_bytes());
         assert_eq!(report["fingerprints"][kind].as_str(), Some(ours.as_str()), "{kind} fingerprint");
     }
 }
@@ -127,6 +130,7 @@ fn random_prediction(rng: &mut StdRng) -> EmotionPrediction {
         entropy: finite(rng),
         uncertainty_source: Attribute::ALL[rng.random_range(0..3)],
         accepted: rng.random(),
+        uncertainty: rng.random::<bool>().then(|| finite(rng)),
     };
     EmotionPrediction {
         utterance_id: text(rng, 1),
@@ -210,5 +214,53 @@ fn records_written_by_fastavro_decode_identically_in_rust() {
             prediction_json(&prediction, &framing)
         };
         assert_same_json(name, &got, want);
+    }
+}
+
+// ---- schema evolution: `uncertainty` added after version 0 --------------------------------
+
+#[test]
+fn a_reader_of_the_legacy_schema_decodes_new_records_without_the_uncertainty() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut rng = StdRng::seed_from_u64(20_261_203);
+    let mut expected = serde_json::Map::new();
+    for i in 0..RECORDS {
+        let (prediction, framing) = (random_prediction(&mut rng), framing_for(i, &mut rng));
+        let mut bytes = Vec::new();
+        encode_prediction(&prediction, &framing, &mut bytes);
+        let name = format!("prediction-{i:03}.bin");
+        write_file(dir.path(), &name, &bytes);
+        let mut want = prediction_json(&prediction, &framing);
+        for a in Attribute::ALL {
+            want[a.as_str()].as_object_mut().expect("attribute object").remove("uncertainty");
+        }
+        expected.insert(name, want);
+    }
+    let report = run(&["read-legacy", dir.path().to_str().expect("UTF-8 temp path")]);
+    let files = report["files"].as_object().expect("files object");
+    assert_eq!(files.len(), expected.len());
+    for (name, want) in &expected {
+        assert_same_json(name, &files[name], want);
+    }
+}
+
+#[test]
+fn legacy_single_object_records_decode_in_rust_with_no_uncertainty() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let dir_arg = dir.path().to_str().expect("UTF-8 temp path");
+    let report = run(&["write-legacy", dir_arg, &RECORDS.to_string(), "11"]);
+    assert_fingerprints(&report);
+    let files = report["files"].as_object().expect("files object");
+    assert_eq!(files.len(), RECORDS);
+    for (name, want) in files {
+        let bytes = std::fs::read(dir.path().join(name)).expect("read fastavro output");
+        let (prediction, framing) = decode_prediction(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(framing, Framing::SingleObject);
+        let mut want = want.clone();
+        for a in Attribute::ALL {
+            assert!(prediction.attributes[a].uncertainty.is_none(), "{name}: {a}");
+            want[a.as_str()]["uncertainty"] = Value::Null;
+        }
+        assert_same_json(name, &prediction_json(&prediction, &framing), &want);
     }
 }

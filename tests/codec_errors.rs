@@ -34,6 +34,7 @@ fn prediction() -> EmotionPrediction {
         entropy: 1.8,
         uncertainty_source: Attribute::Arousal,
         accepted: true,
+        uncertainty: None,
     };
     EmotionPrediction {
         utterance_id: "utt-7".into(),
@@ -128,15 +129,18 @@ fn malformed() {
 #[test]
 fn malformed_predictions() {
     let mut p = encoded_prediction(&prediction(), Framing::Raw);
-    let decision_at = p.len() - 3 * (4 + 4 + 1 + 7 * 4 + 1 + 4 + 1 + 1) - 1;
+    let decision_at = p.len() - 3 * (4 + 4 + 1 + 7 * 4 + 1 + 4 + 1 + 1 + 1) - 1;
     p[decision_at] = 0x04; // decision index 2
     assert_eq!(prediction_reason(&p), "malformed");
     let mut p = encoded_prediction(&prediction(), Framing::Raw);
     let last = p.len() - 1;
-    p[last] = 0x02; // accepted = byte 2
+    p[last] = 0x04; // uncertainty union index 2
     assert_eq!(prediction_reason(&p), "malformed");
-    p[last] = 0x01;
-    p[last - 1] = 0x06; // uncertainty_source index 3
+    p[last] = 0x00;
+    p[last - 1] = 0x02; // accepted = byte 2
+    assert_eq!(prediction_reason(&p), "malformed");
+    p[last - 1] = 0x01;
+    p[last - 2] = 0x06; // uncertainty_source index 3
     assert_eq!(prediction_reason(&p), "malformed");
 }
 
@@ -185,7 +189,8 @@ fn wrong_dimension() {
 /// A raw prediction whose valence distribution has `len` items (the rest is valid).
 fn raw_prediction_with_distribution(len: usize) -> Vec<u8> {
     let full = encoded_prediction(&prediction(), Framing::Raw);
-    let attributes_len = 3 * (4 + 4 + 1 + 7 * 4 + 1 + 4 + 1 + 1);
+    // value, consensus, distribution (count, 7 floats, end), entropy, source, accepted, uncertainty (null)
+    let attributes_len = 3 * (4 + 4 + 1 + 7 * 4 + 1 + 4 + 1 + 1 + 1);
     let mut out = full[..full.len() - attributes_len].to_vec();
     write_float(4.0, &mut out);
     write_float(3.9, &mut out);
@@ -195,6 +200,7 @@ fn raw_prediction_with_distribution(len: usize) -> Vec<u8> {
     write_float(1.0, &mut out);
     write_long(0, &mut out);
     out.push(1);
+    write_long(0, &mut out);
     out.extend_from_slice(&full[full.len() - 2 * attributes_len / 3..]);
     out
 }

@@ -48,14 +48,20 @@ fn feature_record(max_dims: usize) -> impl Strategy<Value = FeatureRecord> {
 }
 
 fn attribute_prediction() -> impl Strategy<Value = AttributePrediction> {
-    (any_f32(), any_f32(), proptest::array::uniform7(any_f32()), any_f32(), 0..3usize, any::<bool>())
-        .prop_map(|(value, consensus, distribution, entropy, source, accepted)| AttributePrediction {
-            value,
-            consensus,
-            distribution,
-            entropy,
-            uncertainty_source: Attribute::ALL[source],
-            accepted,
+    (
+        (any_f32(), any_f32(), proptest::array::uniform7(any_f32()), any_f32()),
+        (0..3usize, any::<bool>(), proptest::option::of(any_f32())),
+    )
+        .prop_map(|((value, consensus, distribution, entropy), (source, accepted, uncertainty))| {
+            AttributePrediction {
+                value,
+                consensus,
+                distribution,
+                entropy,
+                uncertainty_source: Attribute::ALL[source],
+                accepted,
+                uncertainty,
+            }
         })
 }
 
@@ -115,6 +121,13 @@ fn attribute_value(a: &AttributePrediction) -> Value {
         field("entropy", Value::Float(a.entropy)),
         field("uncertainty_source", Value::Enum(source.index() as u32, source.as_str().to_string())),
         field("accepted", Value::Boolean(a.accepted)),
+        field(
+            "uncertainty",
+            match a.uncertainty {
+                None => Value::Union(0, Box::new(Value::Null)),
+                Some(u) => Value::Union(1, Box::new(Value::Float(u))),
+            },
+        ),
     ])
 }
 

@@ -11,7 +11,7 @@ use emogate::config::PolicyConfig;
 use emogate::model::{Model, ModelOptions, ProviderChoice};
 use emogate::policy::RejectPolicy;
 use emogate::testkit::synthetic::SyntheticFeatures;
-use emogate::uncertainty::{standard_coverages, MAX_ENTROPY};
+use emogate::uncertainty::{standard_coverages, ScoreKind, MAX_ENTROPY};
 use emogate::{Attribute, LIKERT_BINS};
 
 fn default_dir() -> PathBuf {
@@ -32,10 +32,24 @@ fn loads_with_its_checksum_contract_and_thresholds() {
     // Every coverage of the paper's reject curves has calibrated thresholds, and the service's
     // default policy builds from the manifest alone.
     for coverage in standard_coverages(0.1).unwrap() {
-        assert!(manifest.thresholds_for(coverage).is_some(), "no thresholds for coverage {coverage}");
+        for score in ScoreKind::ALL {
+            assert!(
+                manifest.thresholds_for(coverage, score).is_some(),
+                "no {score} thresholds for coverage {coverage}"
+            );
+        }
     }
+    // The served score is the one calibration chose, and it did not hurt any attribute on dev.
+    let calibration = manifest.calibration.clone().expect("the manifest records its calibration");
+    assert!(calibration.harmful(calibration.score).is_empty(), "{calibration:?}");
     let policy = RejectPolicy::new(&PolicyConfig::default(), &manifest).expect("default policy builds");
-    assert!(policy.thresholds().iter().all(|(_, &t)| t > 0.0 && t <= MAX_ENTROPY));
+    assert_eq!(policy.score(), calibration.score);
+    let entropy_policy = RejectPolicy::new(
+        &PolicyConfig { score: Some(ScoreKind::Entropy), ..PolicyConfig::default() },
+        &manifest,
+    )
+    .expect("the paper's entropy policy builds");
+    assert!(entropy_policy.thresholds().iter().all(|(_, &t)| t > 0.0 && t <= MAX_ENTROPY));
 
     // It answers real-shaped records with finite values, distributions and entropies.
     let mut generator = SyntheticFeatures::new(manifest.feature_dims, 11);
@@ -56,4 +70,9 @@ fn loads_with_its_checksum_contract_and_thresholds() {
     // A model whose entropies are all equal cannot rank anything.
     let entropies: Vec<f32> = predictions.iter().map(|p| p[Attribute::Arousal].entropy).collect();
     assert!(entropies.iter().any(|&h| (h - entropies[0]).abs() > 1e-4), "constant entropy {entropies:?}");
+    // Every prediction carries a finite served uncertainty next to the entropy.
+    for p in &predictions {
+        let u = policy.uncertainty(p).expect("the manifest has level profiles");
+        assert!(u.iter().all(|(_, v)| v.is_finite()), "{u:?}");
+    }
 }

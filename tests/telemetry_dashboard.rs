@@ -35,11 +35,14 @@ async fn dashboard_and_alerts_query_only_exported_metrics() {
             scrape.to_str().unwrap(),
             "--strict-contract",
             // Labelled families appear once a label value is used: the demo turns librdkafka
-            // statistics (where lag comes from) off, and its archive skips no record.
+            // statistics (where lag comes from) off, its archive skips no record, and...
             "--allow-absent",
             "emogate_consumer_lag_records",
             "--allow-absent",
             "emogate_archive_skipped_records_total",
+            // Set from the manifest's recorded calibration, which the fixture model has none of.
+            "--allow-absent",
+            "emogate_calibration_dev_gain_ratio",
         ],
     );
     assert!(out.contains("ok"), "{out}");

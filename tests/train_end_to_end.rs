@@ -13,6 +13,7 @@ use emogate::model::contract::{output_name, OutputKind};
 use emogate::model::Manifest;
 use emogate::train::corpus::{msp, Split};
 use emogate::train::{npy, onnx, serving};
+use emogate::uncertainty::ScoreKind;
 use emogate::{Attribute, LIKERT_BINS};
 
 #[test]
@@ -29,10 +30,15 @@ fn synth_train_quick_export_calibrate() {
     assert_eq!(manifest.feature_dims, 6373);
     assert_eq!((manifest.mc_samples, manifest.latent_dims, manifest.opset), (20, 256, 17));
     assert_eq!(manifest.thresholds.len(), 9);
-    assert!(manifest.thresholds_for(0.6).is_some() && manifest.thresholds_for(1.0).is_some());
+    for score in ScoreKind::ALL {
+        assert!(
+            manifest.thresholds_for(0.6, score).is_some() && manifest.thresholds_for(1.0, score).is_some()
+        );
+    }
+    assert!(manifest.uncertainty_profile.is_some(), "the export fits the served uncertainty");
     assert_eq!(manifest.training.corpus_id, "synthetic-msp-v1-seed3");
     assert_eq!(manifest.training.corpus_hash, msp::content_hash(&corpus).unwrap());
-    for split in ["dev", "test"] {
+    for split in ["dev", "test", "dev_uncertainty", "test_uncertainty"] {
         for a in Attribute::ALL {
             let m = &manifest.metrics[split][a.as_str()];
             assert!(m["ccc_full"].as_f64().unwrap().is_finite(), "{split} {a}: {m}");
@@ -72,14 +78,43 @@ fn synth_train_quick_export_calibrate() {
     );
     assert!(report.contains("\"max_abs_diff\""), "{report}");
 
+    // The export records the dev gain at 60 %; `calibrate` refuses exactly when one is
+    // negative (a quick model may well be harmful), and writes nothing when it refuses.
+    let gains = manifest.calibration.clone().expect("export records the calibration").dev_gain_at_60;
+    let harmful = Attribute::ALL.into_iter().any(|a| emogate::model::Calibration::hurts(gains[a]));
+    let refused = Command::new(env!("CARGO_BIN_EXE_emogate"))
+        .args(["calibrate", "--model", s(&model), "--corpus", s(&corpus), "--coverage", "0.65"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        !refused.status.success(),
+        harmful,
+        "gains {gains:?}: {}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    if harmful {
+        assert!(String::from_utf8_lossy(&refused.stderr).contains("--allow-harmful-reject"));
+        assert_eq!(Manifest::load(&model).unwrap(), manifest, "a refused calibration changed the manifest");
+    }
     // Calibrating one more coverage keeps the grid and adds the new level.
-    emogate(&["calibrate", "--model", s(&model), "--corpus", s(&corpus), "--coverage", "0.65"]);
+    emogate(&[
+        "calibrate",
+        "--model",
+        s(&model),
+        "--corpus",
+        s(&corpus),
+        "--coverage",
+        "0.65",
+        "--allow-harmful-reject",
+    ]);
     let after = Manifest::load(&model).unwrap();
     assert_eq!(after.thresholds.len(), 10);
-    let t65 = after.thresholds_for(0.65).unwrap();
-    let (t60, t70) = (after.thresholds_for(0.6).unwrap(), after.thresholds_for(0.7).unwrap());
-    for a in Attribute::ALL {
-        assert!(t60[a] <= t65[a] && t65[a] <= t70[a], "{a}: thresholds not monotone in coverage");
+    for score in ScoreKind::ALL {
+        let at = |c| after.thresholds_for(c, score).unwrap();
+        let (t60, t65, t70) = (at(0.6), at(0.65), at(0.7));
+        for a in Attribute::ALL {
+            assert!(t60[a] <= t65[a] && t65[a] <= t70[a], "{a}: {score} thresholds not monotone in coverage");
+        }
     }
     assert_eq!(after.sha256, manifest.sha256);
 

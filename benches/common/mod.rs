@@ -21,6 +21,7 @@ pub fn prediction() -> EmotionPrediction {
             entropy: 1.62,
             uncertainty_source: a,
             accepted: a != Attribute::Dominance,
+            uncertainty: Some(-0.4),
         }),
     }
 }

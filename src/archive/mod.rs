@@ -83,6 +83,7 @@ pub(crate) mod testing {
                     entropy: f(k + 5) / 4.0,
                     uncertainty_source: Attribute::ALL[((i + k) % 3) as usize],
                     accepted: (i + k) % 3 != 0,
+                    uncertainty: (i % 2 == 0).then(|| f(k + 6) - 1.0),
                 }
             }),
         }

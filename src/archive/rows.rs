@@ -34,6 +34,7 @@ struct AttributeColumns {
     consensus: Float32Builder,
     distribution: ListBuilder<Float32Builder>,
     entropy: Float32Builder,
+    uncertainty: Float32Builder,
     uncertainty_source: StringBuilder,
     accepted: BooleanBuilder,
 }
@@ -45,6 +46,7 @@ impl AttributeColumns {
             consensus: Float32Builder::new(),
             distribution: ListBuilder::new(Float32Builder::new()).with_field(distribution_item()),
             entropy: Float32Builder::new(),
+            uncertainty: Float32Builder::new(),
             uncertainty_source: StringBuilder::new(),
             accepted: BooleanBuilder::new(),
         }
@@ -171,6 +173,7 @@ impl RowBuffer {
             columns.distribution.values().append_slice(&prediction.distribution);
             columns.distribution.append(true);
             columns.entropy.append_value(prediction.entropy);
+            columns.uncertainty.append_option(prediction.uncertainty);
             columns.uncertainty_source.append_value(prediction.uncertainty_source.as_str());
             columns.accepted.append_value(prediction.accepted);
         }
@@ -208,6 +211,7 @@ impl RowBuffer {
             columns.push(Arc::new(c.consensus.finish()));
             columns.push(Arc::new(c.distribution.finish()));
             columns.push(Arc::new(c.entropy.finish()));
+            columns.push(Arc::new(c.uncertainty.finish()));
             columns.push(Arc::new(c.uncertainty_source.finish()));
             columns.push(Arc::new(c.accepted.finish()));
         }

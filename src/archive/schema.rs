@@ -15,6 +15,8 @@
 //!   a `FixedSizeList` would be written as the same `LIST` and only arrow readers would see the
 //!   fixed size back, so DuckDB, pandas and Spark would disagree on the type. The Avro field
 //!   is an `array<float>` too; the length (7) is a writer invariant checked by the codec.
+//! - `{a}_uncertainty`: nullable `Float32`, the Avro `["null", "float"]` union (null when the
+//!   model has no level profile, or for records written before the field existed).
 //! - `kafka_partition` is `Int32` and `kafka_offset` is `Int64`, as in Kafka.
 //!
 //! The hive partition columns `dt` and `hour` are *not* stored in the files: they come from
@@ -34,8 +36,8 @@ pub const TIME_ZONE: &str = "UTC";
 pub const LIST_ITEM: &str = "item";
 
 /// Per-attribute column suffixes, in column order.
-pub const ATTRIBUTE_FIELDS: [&str; 6] =
-    ["value", "consensus", "distribution", "entropy", "uncertainty_source", "accepted"];
+pub const ATTRIBUTE_FIELDS: [&str; 7] =
+    ["value", "consensus", "distribution", "entropy", "uncertainty", "uncertainty_source", "accepted"];
 
 /// Number of columns in [`archive_schema`].
 pub const COLUMN_COUNT: usize = 7 + 3 * ATTRIBUTE_FIELDS.len() + 3;
@@ -77,6 +79,8 @@ fn build_schema() -> SchemaRef {
             Field::new(attribute_column(a, "consensus"), DataType::Float32, false),
             Field::new(attribute_column(a, "distribution"), DataType::List(distribution_item()), false),
             Field::new(attribute_column(a, "entropy"), DataType::Float32, false),
+            // Null for a model without a level profile and for legacy-schema records.
+            Field::new(attribute_column(a, "uncertainty"), DataType::Float32, true),
             Field::new(attribute_column(a, "uncertainty_source"), DataType::Utf8, false),
             Field::new(attribute_column(a, "accepted"), DataType::Boolean, false),
         ]);
@@ -111,19 +115,20 @@ mod tests {
             ]
         );
         assert_eq!(
-            &names[7..13],
+            &names[7..14],
             [
                 "valence_value",
                 "valence_consensus",
                 "valence_distribution",
                 "valence_entropy",
+                "valence_uncertainty",
                 "valence_uncertainty_source",
                 "valence_accepted"
             ]
         );
-        assert_eq!(names[13], "arousal_value");
-        assert_eq!(names[19], "dominance_value");
-        assert_eq!(&names[25..], ["kafka_topic", "kafka_partition", "kafka_offset"]);
+        assert_eq!(names[14], "arousal_value");
+        assert_eq!(names[21], "dominance_value");
+        assert_eq!(&names[28..], ["kafka_topic", "kafka_partition", "kafka_offset"]);
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();
@@ -131,11 +136,14 @@ mod tests {
     }
 
     #[test]
-    fn only_optional_ids_are_nullable() {
+    fn only_optional_ids_and_the_served_uncertainty_are_nullable() {
         let schema = archive_schema();
         let nullable: Vec<&str> =
             schema.fields().iter().filter(|f| f.is_nullable()).map(|f| f.name().as_str()).collect();
-        assert_eq!(nullable, ["speaker_id", "source"]);
+        assert_eq!(
+            nullable,
+            ["speaker_id", "source", "valence_uncertainty", "arousal_uncertainty", "dominance_uncertainty"]
+        );
         assert_eq!(schema.field_with_name("timestamp").unwrap().data_type(), &timestamp_type());
         assert_eq!(
             schema.field_with_name("arousal_distribution").unwrap().data_type(),

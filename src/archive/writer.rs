@@ -24,8 +24,9 @@ use parquet::schema::types::ColumnPath;
 
 use super::rows::FinishedRows;
 
-/// Version of the archive layout, stored as `emogate.archive.version` in each file.
-pub const ARCHIVE_FORMAT_VERSION: &str = "1";
+/// Version of the archive layout, stored as `emogate.archive.version` in each file. 2 added
+/// the nullable `{a}_uncertainty` columns (docs/archive.md: reading a mixed archive).
+pub const ARCHIVE_FORMAT_VERSION: &str = "2";
 
 /// Parquet writer settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use super::error::DecodeError;
 use super::framing::Framing;
 use super::reader::Reader;
 use super::records::{AttributePrediction, Decision, EmotionPrediction, FeatureRecord, RecordMeta};
-use super::schema::RecordSchema;
+use super::schema::{legacy_prediction_fingerprint, RecordSchema};
 use crate::attribute::{Attribute, PerAttribute, LIKERT_BINS};
 
 /// Decoder for `emogate.v1.FeatureRecord` messages with a fixed feature dimension.
@@ -83,8 +83,17 @@ impl FeatureDecoder {
 /// Decodes an `emogate.v1.EmotionPrediction` message in any framing. Values are not range
 /// checked (the infer stage produced them; the archive stores what was published), but the
 /// structure is: the distribution must have [`LIKERT_BINS`] items and the id must not be empty.
+///
+/// A single-object record written with the legacy schema (before `uncertainty`; see
+/// [`super::schema::LEGACY_EMOTION_PREDICTION_AVSC`]) decodes too, with `uncertainty: None`.
 pub fn decode_prediction(bytes: &[u8]) -> Result<(EmotionPrediction, Framing), DecodeError> {
-    let (framing, start) = Framing::detect(bytes, RecordSchema::EmotionPrediction)?;
+    let (framing, start, has_uncertainty) = match Framing::detect(bytes, RecordSchema::EmotionPrediction) {
+        Ok((framing, start)) => (framing, start, true),
+        Err(DecodeError::UnknownFingerprint { found, .. }) if found == legacy_prediction_fingerprint() => {
+            (Framing::SingleObject, Framing::SingleObject.header_len(), false)
+        }
+        Err(e) => return Err(e),
+    };
     let mut r = Reader::new(bytes, start);
     let prediction = EmotionPrediction {
         utterance_id: read_utterance_id(&mut r)?,
@@ -94,7 +103,7 @@ pub fn decode_prediction(bytes: &[u8]) -> Result<(EmotionPrediction, Framing), D
         processed_at_ms: r.long("processed_at")?,
         model_version: r.string("model_version")?.to_owned(),
         decision: Decision::ALL[r.enum_index("decision", Decision::ALL.len())?],
-        attributes: PerAttribute::try_from_fn(|_| read_attribute(&mut r))?,
+        attributes: PerAttribute::try_from_fn(|_| read_attribute(&mut r, has_uncertainty))?,
     };
     r.finish()?;
     Ok((prediction, framing))
@@ -118,7 +127,7 @@ fn read_meta(r: &mut Reader<'_>) -> Result<RecordMeta, DecodeError> {
     })
 }
 
-fn read_attribute(r: &mut Reader<'_>) -> Result<AttributePrediction, DecodeError> {
+fn read_attribute(r: &mut Reader<'_>, has_uncertainty: bool) -> Result<AttributePrediction, DecodeError> {
     let value = r.float("value")?;
     let consensus = r.float("consensus")?;
     let mut distribution = [0.0; LIKERT_BINS];
@@ -130,6 +139,7 @@ fn read_attribute(r: &mut Reader<'_>) -> Result<AttributePrediction, DecodeError
         entropy: r.float("entropy")?,
         uncertainty_source: Attribute::ALL[r.enum_index("uncertainty_source", Attribute::ALL.len())?],
         accepted: r.boolean("accepted")?,
+        uncertainty: if has_uncertainty { r.optional_float("uncertainty")? } else { None },
     })
 }
 

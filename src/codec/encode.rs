@@ -44,6 +44,7 @@ fn write_attribute(a: &AttributePrediction, out: &mut Vec<u8>) {
     write_float(a.entropy, out);
     write_long(a.uncertainty_source.index() as i64, out);
     out.push(u8::from(a.accepted));
+    write_optional_float(a.uncertainty, out);
 }
 
 /// Appends an Avro `long` (zigzag varint). Public so tests and tools can craft datums.
@@ -65,6 +66,17 @@ pub fn write_string(value: &str, out: &mut Vec<u8>) {
 /// Appends an Avro `float` (4 bytes little-endian).
 pub fn write_float(value: f32, out: &mut Vec<u8>) {
     out.extend_from_slice(&value.to_le_bytes());
+}
+
+/// Appends a `["null", "float"]` union.
+fn write_optional_float(value: Option<f32>, out: &mut Vec<u8>) {
+    match value {
+        None => write_long(0, out),
+        Some(v) => {
+            write_long(1, out);
+            write_float(v, out);
+        }
+    }
 }
 
 /// Appends a `["null", "string"]` union.

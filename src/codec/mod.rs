@@ -44,7 +44,10 @@ pub use encode::{encode_feature_record, encode_prediction, write_float, write_lo
 pub use error::DecodeError;
 pub use framing::{Framing, CONFLUENT_MAGIC, SINGLE_OBJECT_MAGIC};
 pub use records::{AttributePrediction, Decision, EmotionPrediction, FeatureRecord, RecordMeta};
-pub use schema::{crc64_avro, RecordSchema, EMOTION_PREDICTION_AVSC, FEATURE_RECORD_AVSC};
+pub use schema::{
+    crc64_avro, legacy_prediction_fingerprint, RecordSchema, EMOTION_PREDICTION_AVSC, FEATURE_RECORD_AVSC,
+    LEGACY_EMOTION_PREDICTION_AVSC,
+};
 
 /// Longest string field accepted (64 KiB). Ids, feature-set names and model versions are
 /// short; the limit turns a corrupt length prefix into `too_large` before any byte is read.

@@ -90,10 +90,24 @@ impl<'a> Reader<'a> {
 
     /// A `["null", "string"]` union.
     pub(crate) fn optional_string(&mut self, field: &'static str) -> Result<Option<&'a str>, DecodeError> {
+        self.optional(field, Self::string)
+    }
+
+    /// A `["null", "float"]` union.
+    pub(crate) fn optional_float(&mut self, field: &'static str) -> Result<Option<f32>, DecodeError> {
+        self.optional(field, Self::float)
+    }
+
+    /// A `["null", T]` union whose second branch `read` decodes.
+    fn optional<T>(
+        &mut self,
+        field: &'static str,
+        read: impl FnOnce(&mut Self, &'static str) -> Result<T, DecodeError>,
+    ) -> Result<Option<T>, DecodeError> {
         let offset = self.pos;
         match self.long(field)? {
             0 => Ok(None),
-            1 => self.string(field).map(Some),
+            1 => read(self, field).map(Some),
             index => Err(DecodeError::BadUnionIndex { field, index, offset }),
         }
     }

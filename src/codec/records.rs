@@ -90,10 +90,13 @@ pub struct AttributePrediction {
     pub distribution: [f32; LIKERT_BINS],
     /// Entropy of `distribution` in nats.
     pub entropy: f32,
-    /// Attribute whose entropy decided acceptance (differs under uncertainty transfer).
+    /// Attribute whose score decided acceptance (differs under uncertainty transfer).
     pub uncertainty_source: Attribute,
     /// Whether this attribute passed its threshold.
     pub accepted: bool,
+    /// The served uncertainty (the entropy standardised within the predicted level); `None`
+    /// when the model has no level profile, or in a record written with schema version 0.
+    pub uncertainty: Option<f32>,
 }
 
 /// The infer stage's output record (`emogate.v1.EmotionPrediction`).

@@ -24,6 +24,13 @@ pub const FEATURE_RECORD_AVSC: &str = include_str!("../../schemas/feature_record
 /// JSON text of `schemas/emotion_prediction.avsc` (`emogate.v1.EmotionPrediction`).
 pub const EMOTION_PREDICTION_AVSC: &str = include_str!("../../schemas/emotion_prediction.avsc");
 
+/// JSON text of `schemas/legacy/emotion_prediction.0.avsc`: `EmotionPrediction` as written
+/// before each attribute gained `uncertainty`. Kept so the archive still decodes single-object
+/// records an older emogate left in the topics during a rolling upgrade (they carry this
+/// schema's fingerprint); nothing writes it.
+pub const LEGACY_EMOTION_PREDICTION_AVSC: &str =
+    include_str!("../../schemas/legacy/emotion_prediction.0.avsc");
+
 /// Parsed schemas. The texts are compiled in and a unit test parses them, so a failure here
 /// is a build defect, never a property of input data.
 static FEATURE_RECORD: LazyLock<Schema> =
@@ -33,6 +40,15 @@ static EMOTION_PREDICTION: LazyLock<Schema> = LazyLock::new(|| {
 });
 static FINGERPRINTS: LazyLock<[u64; 2]> =
     LazyLock::new(|| RecordSchema::ALL.map(|s| crc64_avro(s.canonical_form().as_bytes())));
+static LEGACY_PREDICTION_FINGERPRINT: LazyLock<u64> = LazyLock::new(|| {
+    let schema = Schema::parse_str(LEGACY_EMOTION_PREDICTION_AVSC).expect("embedded legacy schema parses");
+    crc64_avro(canonical_form(&schema).as_bytes())
+});
+
+/// Single-object fingerprint of [`LEGACY_EMOTION_PREDICTION_AVSC`].
+pub fn legacy_prediction_fingerprint() -> u64 {
+    *LEGACY_PREDICTION_FINGERPRINT
+}
 
 /// Avro primitive type names, the only ones the [PRIMITIVES] rule collapses.
 const PRIMITIVES: [&str; 8] = ["null", "boolean", "int", "long", "float", "double", "bytes", "string"];
@@ -79,11 +95,7 @@ impl RecordSchema {
     /// name, none of which can contain `{` or `"`, so the textual rewrite only ever matches a
     /// whole `{"type":"<primitive>"}` object.
     pub fn canonical_form(self) -> String {
-        let mut pcf = self.schema().canonical_form();
-        for p in PRIMITIVES {
-            pcf = pcf.replace(&format!(r#"{{"type":"{p}"}}"#), &format!(r#""{p}""#));
-        }
-        pcf
+        canonical_form(self.schema())
     }
 
     /// CRC-64-AVRO fingerprint of [`RecordSchema::canonical_form`]: the `u64` whose
@@ -91,6 +103,15 @@ impl RecordSchema {
     pub fn fingerprint(self) -> u64 {
         FINGERPRINTS[self as usize]
     }
+}
+
+/// Parsing Canonical Form of any schema, corrected as [`RecordSchema::canonical_form`] says.
+fn canonical_form(schema: &Schema) -> String {
+    let mut pcf = schema.canonical_form();
+    for p in PRIMITIVES {
+        pcf = pcf.replace(&format!(r#"{{"type":"{p}"}}"#), &format!(r#""{p}""#));
+    }
+    pcf
 }
 
 /// The spec's CRC-64-AVRO (Rabin) fingerprint of `bytes`.
@@ -163,6 +184,8 @@ mod tests {
         // integration test recomputes them live.
         let hex_of = |s: RecordSchema| hex::encode(s.fingerprint().to_le_bytes());
         assert_eq!(hex_of(RecordSchema::FeatureRecord), "d20e84fd4e087cc6");
-        assert_eq!(hex_of(RecordSchema::EmotionPrediction), "d82cb01ac4b7678c");
+        assert_eq!(hex_of(RecordSchema::EmotionPrediction), "c59b09e8a8495eaf");
+        // Schema version 0, before `uncertainty` (what records of older releases carry).
+        assert_eq!(hex::encode(legacy_prediction_fingerprint().to_le_bytes()), "d82cb01ac4b7678c");
     }
 }

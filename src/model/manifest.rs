@@ -11,6 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::attribute::{Attribute, PerAttribute};
+use crate::uncertainty::{LevelProfile, ScoreKind};
 
 use super::error::ModelError;
 
@@ -47,13 +48,65 @@ pub struct TrainingInfo {
     pub hyperparameters: BTreeMap<String, serde_json::Value>,
 }
 
-/// Entropy thresholds (nats) that accept the requested fraction of the dev split.
+/// What calibration measured on the dev split, so `serve` and the dashboard can tell whether
+/// rejecting helps (issue 15: a model whose reject option lowers CCC must not ship silently).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// The score `serve` ranks by when `policy.score` is unset: of the scores calibrated, the
+    /// one whose worst attribute gains most at 60 % dev coverage (the promise is "for every
+    /// attribute").
+    pub score: ScoreKind,
+    /// Per attribute, dev CCC at 60 % coverage over dev CCC at 100 %, minus 1 (`+0.1` = +10 %),
+    /// ranking by `score`. Negative: rejecting by it removes the better predictions.
+    pub dev_gain_at_60: PerAttribute<f64>,
+    /// The same for every score calibrated (`score` included), so `serve` can warn about the
+    /// one a `policy.score` override picks. Empty in manifests from before it was recorded.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub dev_gain_at_60_by_score: BTreeMap<ScoreKind, PerAttribute<f64>>,
+}
+
+impl Calibration {
+    /// Whether a recorded gain means rejecting hurts: negative, or NaN (no CCC at all), which
+    /// must not pass as harmless.
+    pub fn hurts(gain: f64) -> bool {
+        gain.is_nan() || gain < 0.0
+    }
+
+    /// The dev gains of ranking by `kind`, if calibration measured them.
+    pub fn gains(&self, kind: ScoreKind) -> Option<&PerAttribute<f64>> {
+        self.dev_gain_at_60_by_score.get(&kind).or((kind == self.score).then_some(&self.dev_gain_at_60))
+    }
+
+    /// The attributes for which ranking by `kind` was measured to lower the dev CCC (a NaN
+    /// gain counts): for them the reject option keeps the worse predictions, which `serve`
+    /// says loudly at start. Empty when `kind` was not measured.
+    pub fn harmful(&self, kind: ScoreKind) -> Vec<Attribute> {
+        self.gains(kind)
+            .map(|g| Attribute::ALL.into_iter().filter(|&a| Calibration::hurts(g[a])).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Thresholds that accept the requested fraction of the dev split, per score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CoverageThresholds {
     /// Target coverage as a fraction in (0, 1].
     pub coverage: f64,
-    /// A record's attribute is accepted when its entropy is `<=` this value.
+    /// A record's attribute is accepted when its entropy is `<=` this value (nats).
     pub entropy: PerAttribute<f32>,
+    /// The same for the served `{a}_uncertainty` (present with [`Manifest::uncertainty_profile`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty: Option<PerAttribute<f32>>,
+}
+
+impl CoverageThresholds {
+    /// The thresholds of one score, if calibrated.
+    pub fn of(&self, kind: ScoreKind) -> Option<&PerAttribute<f32>> {
+        match kind {
+            ScoreKind::Entropy => Some(&self.entropy),
+            ScoreKind::Uncertainty => self.uncertainty.as_ref(),
+        }
+    }
 }
 
 /// The parsed `manifest.json`.
@@ -87,6 +140,14 @@ pub struct Manifest {
     /// Calibrated thresholds, one entry per target coverage, sorted by coverage.
     #[serde(default)]
     pub thresholds: Vec<CoverageThresholds>,
+    /// Absent in manifests written before calibration recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<Calibration>,
+    /// Per attribute, the dev entropy profile over the predicted value that turns the entropy
+    /// into the served `{a}_uncertainty` ([`LevelProfile::score`]); absent in manifests from
+    /// before it existed (the outputs then carry no uncertainty).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertainty_profile: Option<PerAttribute<LevelProfile>>,
     #[serde(default)]
     pub description: String,
 }
@@ -117,9 +178,9 @@ impl Manifest {
         format!("{}@{}", self.id, self.version)
     }
 
-    /// Thresholds calibrated for exactly `coverage` (within 1e-9), if any.
-    pub fn thresholds_for(&self, coverage: f64) -> Option<&PerAttribute<f32>> {
-        self.thresholds.iter().find(|t| (t.coverage - coverage).abs() < 1e-9).map(|t| &t.entropy)
+    /// `kind`'s thresholds calibrated for exactly `coverage` (within 1e-9), if any.
+    pub fn thresholds_for(&self, coverage: f64, kind: ScoreKind) -> Option<&PerAttribute<f32>> {
+        self.thresholds.iter().find(|t| (t.coverage - coverage).abs() < 1e-9).and_then(|t| t.of(kind))
     }
 
     /// Checks the fields that the service relies on; returns a human-readable reason.
@@ -153,6 +214,23 @@ impl Manifest {
                 }
             }
         }
+        if let Some(profiles) = &self.uncertainty_profile {
+            for (a, p) in profiles.iter() {
+                p.validate().map_err(|e| format!("uncertainty_profile.{a}: {e}"))?;
+            }
+        }
+        for t in &self.thresholds {
+            let Some(u) = &t.uncertainty else { continue };
+            if self.uncertainty_profile.is_none() {
+                return Err(format!(
+                    "uncertainty thresholds at coverage {} without an `uncertainty_profile`",
+                    t.coverage
+                ));
+            }
+            if let Some((a, _)) = u.iter().find(|(_, v)| v.is_nan()) {
+                return Err(format!("uncertainty threshold for {a} at coverage {} is NaN", t.coverage));
+            }
+        }
         if self.thresholds.windows(2).any(|w| w[0].coverage >= w[1].coverage) {
             return Err("`thresholds` must be sorted by strictly increasing coverage".into());
         }
@@ -180,9 +258,30 @@ mod tests {
             training: TrainingInfo::default(),
             metrics: BTreeMap::new(),
             thresholds: vec![
-                CoverageThresholds { coverage: 0.6, entropy: PerAttribute::from_fn(|_| 1.2) },
-                CoverageThresholds { coverage: 1.0, entropy: PerAttribute::from_fn(|_| 1.9) },
+                CoverageThresholds {
+                    coverage: 0.6,
+                    entropy: PerAttribute::from_fn(|_| 1.2),
+                    uncertainty: Some(PerAttribute::from_fn(|_| 0.25)),
+                },
+                CoverageThresholds {
+                    coverage: 1.0,
+                    entropy: PerAttribute::from_fn(|_| 1.9),
+                    uncertainty: Some(PerAttribute::from_fn(|_| f32::MAX)),
+                },
             ],
+            calibration: Some(Calibration {
+                score: ScoreKind::Uncertainty,
+                dev_gain_at_60: PerAttribute::from_fn(|a| a.index() as f64 * 0.1 - 0.05),
+                dev_gain_at_60_by_score: BTreeMap::from([
+                    (ScoreKind::Uncertainty, PerAttribute::from_fn(|a| a.index() as f64 * 0.1 - 0.05)),
+                    (ScoreKind::Entropy, PerAttribute::from_fn(|_| -0.2)),
+                ]),
+            }),
+            uncertainty_profile: Some(PerAttribute::from_fn(|_| LevelProfile {
+                level: vec![2.0, 4.0],
+                mean: vec![1.5, 1.7],
+                sd: vec![0.1, 0.2],
+            })),
             description: String::new(),
         }
     }
@@ -194,8 +293,27 @@ mod tests {
         m.save(dir.path()).unwrap();
         let back = Manifest::load(dir.path()).unwrap();
         assert_eq!(back, m);
-        assert_eq!(back.thresholds_for(0.6).unwrap().arousal, 1.2);
-        assert!(back.thresholds_for(0.7).is_none());
+        assert_eq!(back.thresholds_for(0.6, ScoreKind::Entropy).unwrap().arousal, 1.2);
+        assert_eq!(back.thresholds_for(0.6, ScoreKind::Uncertainty).unwrap().arousal, 0.25);
+        assert_eq!(back.thresholds_for(1.0, ScoreKind::Uncertainty).unwrap().arousal, f32::MAX);
+        assert!(back.thresholds_for(0.7, ScoreKind::Entropy).is_none());
+        let c = back.calibration.as_ref().unwrap();
+        assert_eq!(c.harmful(ScoreKind::Uncertainty), vec![Attribute::Valence]);
+        assert_eq!(c.harmful(ScoreKind::Entropy), Attribute::ALL.to_vec());
+        // A manifest from before the served uncertainty: no thresholds, no profile, no warning.
+        let mut old = m.clone();
+        old.uncertainty_profile = None;
+        old.thresholds.iter_mut().for_each(|t| t.uncertainty = None);
+        old.calibration = Some(Calibration {
+            score: ScoreKind::Entropy,
+            dev_gain_at_60: PerAttribute::from_fn(|_| 0.1),
+            dev_gain_at_60_by_score: BTreeMap::new(),
+        });
+        let json = serde_json::to_string(&old).unwrap();
+        assert!(!json.contains("uncertainty") && !json.contains("by_score"), "{json}");
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert!(back.thresholds_for(0.6, ScoreKind::Uncertainty).is_none());
+        assert!(back.calibration.as_ref().unwrap().harmful(ScoreKind::Uncertainty).is_empty());
         assert_eq!(back.model_ref(), "test@1");
     }
 
@@ -213,5 +331,14 @@ mod tests {
         let mut m = sample();
         m.thresholds[0].entropy.valence = 3.0;
         assert!(m.validate().unwrap_err().contains("outside"));
+        let mut m = sample();
+        m.uncertainty_profile = None;
+        assert!(m.validate().unwrap_err().contains("without an `uncertainty_profile`"));
+        let mut m = sample();
+        m.uncertainty_profile.as_mut().unwrap().arousal.sd[1] = 0.0;
+        assert!(m.validate().unwrap_err().contains("uncertainty_profile.arousal"));
+        let mut m = sample();
+        m.thresholds[0].uncertainty.as_mut().unwrap().dominance = f32::NAN;
+        assert!(m.validate().unwrap_err().contains("NaN"));
     }
 }

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
 
-use crate::attribute::PerAttribute;
+use crate::attribute::{Attribute, PerAttribute};
 use crate::codec::{Decision, EmotionPrediction, FeatureDecoder, Framing};
 use crate::config::{Config, DeliveryMode};
 use crate::lifecycle::StageContext;
@@ -125,6 +125,32 @@ pub struct InferStage {
     policy: RejectPolicy,
 }
 
+/// Publishes the manifest's recorded dev gains and warns for every attribute whose reject
+/// option was measured to hurt (a model calibrated with `--allow-harmful-reject`); a manifest
+/// from before calibration recorded gains gets one informational line instead.
+fn warn_if_reject_hurts(
+    manifest: &crate::model::Manifest,
+    score: crate::uncertainty::ScoreKind,
+    metrics: &crate::telemetry::Metrics,
+) {
+    let Some(gains) = manifest.calibration.as_ref().and_then(|c| c.gains(score)) else {
+        tracing::info!(%score, "the manifest records no dev reject gains for this score (calibrated before they were recorded)");
+        return;
+    };
+    for (a, gain) in gains.iter() {
+        metrics.calibration_dev_gain.with_label_values(&[a.as_str()]).set(*gain);
+    }
+    for a in Attribute::ALL.into_iter().filter(|&a| crate::model::Calibration::hurts(gains[a])) {
+        tracing::warn!(
+            attribute = %a,
+            %score,
+            dev_gain_at_60 = gains[a],
+            "on dev, rejecting by this score LOWERS {a}'s CCC: accepted {a} predictions are not more reliable; \
+             retrain (see docs/model-card.md) or decide on another attribute (policy.decision)"
+        );
+    }
+}
+
 impl InferStage {
     /// Loads and verifies the model, starts the worker pool and resolves the reject policy.
     pub fn new(ctx: StageContext) -> Result<InferStage, PipelineError> {
@@ -137,6 +163,7 @@ impl InferStage {
         ctx.metrics
             .set_execution_provider(pool.provider().kind.as_str(), pool.provider().fallback_reason.is_some());
         ctx.metrics.coverage_target.set(policy.coverage());
+        warn_if_reject_hurts(&loaded.manifest, policy.score(), &ctx.metrics);
         ctx.health.model_loaded.store(true, Ordering::Relaxed);
         tracing::info!(
             model = %loaded.manifest.model_ref(),

@@ -187,7 +187,13 @@ mod tests {
             attributes: Attribute::ALL.to_vec(),
             training: TrainingInfo::default(),
             metrics: Default::default(),
-            thresholds: vec![CoverageThresholds { coverage: 0.8, entropy: PerAttribute::from_fn(|_| 1.0) }],
+            thresholds: vec![CoverageThresholds {
+                coverage: 0.8,
+                entropy: PerAttribute::from_fn(|_| 1.0),
+                uncertainty: None,
+            }],
+            calibration: None,
+            uncertainty_profile: None,
             description: String::new(),
         };
         Router {

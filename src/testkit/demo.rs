@@ -24,9 +24,10 @@ use crate::human;
 use crate::lifecycle::{self, shutdown, StageContext};
 use crate::model::{LoadedModel, Manifest, ModelPool};
 use crate::pipeline::{router, InferReport, InferStage, PipelineError};
+use crate::policy::RejectPolicy;
 use crate::service::{self, RunningStage, StageError, StageReport};
 use crate::telemetry::{Health, Metrics};
-use crate::uncertainty::threshold_for_coverage;
+use crate::uncertainty::{threshold_for_coverage, ScoreKind};
 
 /// Most input records the demo lets wait in the mock cluster at any time.
 const MAX_BACKLOG: u64 = 400;
@@ -464,14 +465,18 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
 /// Leaves the manifest's thresholds for the demo's coverage in place, or fits them on a
 /// warm-up sample ([`warm_up_thresholds`]) into `config`; says which.
 fn resolve_thresholds(config: &mut Config, manifest: &Manifest, seed: u64) -> Result<String, PipelineError> {
-    Ok(match manifest.thresholds_for(config.policy.coverage) {
-        Some(_) => format!("calibrated (manifest, coverage {})", config.policy.coverage),
+    let score = RejectPolicy::score_for(&config.policy, manifest)?;
+    Ok(match manifest.thresholds_for(config.policy.coverage, score) {
+        Some(_) => format!("calibrated (manifest, coverage {}, {score})", config.policy.coverage),
         None => {
             let samples = 512;
             let th = tokio::task::block_in_place(|| warm_up_thresholds(config, samples, seed))?;
+            // The warm-up fits entropy thresholds: they must be compared with the entropy.
+            config.policy.score = Some(ScoreKind::Entropy);
             config.policy.thresholds = Some(th);
             format!(
-                "manifest has none for coverage {}: fitted on {samples} synthetic warm-up records",
+                "manifest has none for coverage {} and {score}: entropy thresholds fitted on {samples} \
+                 synthetic warm-up records",
                 config.policy.coverage
             )
         }

@@ -132,6 +132,7 @@ fn sample_prediction() -> crate::codec::EmotionPrediction {
             entropy: 1.0,
             uncertainty_source: a,
             accepted: true,
+            uncertainty: None,
         }),
     }
 }

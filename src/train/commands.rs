@@ -19,6 +19,7 @@ use super::{metrics, onnx, TrainError};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::model::manifest::{Manifest, MODEL_FILE};
 use crate::model::{NoiseBank, TrainingInfo};
+use crate::uncertainty::ScoreKind;
 
 /// `emogate synth`
 #[derive(Debug, Clone)]
@@ -124,6 +125,8 @@ pub struct CalibrateOptions {
     pub corpus: PathBuf,
     /// Target coverage in (0, 1]; default: the grid 0.2, 0.3, …, 1.0.
     pub coverage: Option<f64>,
+    /// Calibrate even if rejecting lowers dev CCC at 60 % coverage for an attribute.
+    pub allow_harmful_reject: bool,
 }
 
 /// `emogate synth`
@@ -399,9 +402,10 @@ pub fn now_rfc3339() -> String {
 
 /// Prints the paper's central measurements for one split.
 pub fn print_eval(split: &str, eval: &PerAttribute<AttributeEval>) {
-    println!("{split}: CCC of `value`, records ranked by the attribute's own `entropy`");
+    let ranking = eval.valence.ranking;
+    println!("{split}: CCC of `value`, records ranked by the attribute's own `{ranking}`");
     println!(
-        "  {:<10} {:>6} {:>6} {:>6}   quintile CCC (most → least certain)   falls  corr(H, vote sd)",
+        "  {:<10} {:>6} {:>6} {:>6}   quintile CCC (most → least certain)   falls  corr(score, vote sd)",
         "attribute", "n", "100%", "60%"
     );
     for (a, e) in eval.iter() {
@@ -414,7 +418,7 @@ pub fn print_eval(split: &str, eval: &PerAttribute<AttributeEval>) {
             e.ccc_at(0.6),
             q.join(" "),
             if e.quintiles_fall() { "yes" } else { "no" },
-            e.entropy_vs_disagreement
+            e.ranking_vs_disagreement
         );
     }
 }
@@ -438,14 +442,27 @@ fn export(
     // Evaluate the weights as written (read back), so metrics describe the file.
     let served = onnx::read(&model_path)?;
     let (dev_rows, dev_out) = calibrate::run_split(&served, corpus, Split::Dev)?;
-    let dev_eval = calibrate::score(corpus, &dev_rows, &dev_out)?;
+    let fit = calibrate::DevCalibration::fit(corpus, &dev_rows, &dev_out, &metrics::coverage_grid())?;
+    let dev_eval = fit.dev[&ScoreKind::Entropy].clone();
     let (test_rows, test_out) = calibrate::run_split(&served, corpus, Split::Test)?;
     let test_eval = calibrate::score(corpus, &test_rows, &test_out)?;
+    let test_served = calibrate::served_uncertainty(&fit.profiles, &test_out);
+    let test_uncertainty =
+        calibrate::score_by(corpus, &test_rows, &test_out, ScoreKind::Uncertainty, &test_served)?;
     print_eval("dev", &dev_eval);
     print_eval("test", &test_eval);
-
-    let dev_entropy = PerAttribute::from_fn(|a| dev_out[a].entropy.clone());
-    let thresholds = calibrate::thresholds(&dev_entropy, &metrics::coverage_grid())?;
+    print_eval("dev, by the served uncertainty", &fit.dev[&ScoreKind::Uncertainty]);
+    print_eval("test, by the served uncertainty", &test_uncertainty);
+    println!("served score (the better on dev, worst attribute first): {}", fit.calibration.score);
+    for (_, details) in fit.harmful() {
+        // The export still writes the model (its weights are the training's result), but
+        // says so loudly; `emogate calibrate` refuses such a model without --allow-harmful-reject.
+        tracing::warn!(
+            %details,
+            score = %fit.calibration.score,
+            "rejecting HURTS on dev for this attribute: do not serve it as is"
+        );
+    }
     // Hyper-parameters as each attribute was trained (they may come from separate runs).
     let mut hyper: BTreeMap<String, serde_json::Value> =
         infos.iter().map(|(a, i)| (a.clone(), i.config.clone())).collect();
@@ -454,6 +471,14 @@ fn export(
     let mut metrics_map = BTreeMap::new();
     metrics_map.insert("dev".into(), serde_json::to_value(&dev_eval).expect("metrics serialise"));
     metrics_map.insert("test".into(), serde_json::to_value(&test_eval).expect("metrics serialise"));
+    metrics_map.insert(
+        "dev_uncertainty".into(),
+        serde_json::to_value(&fit.dev[&ScoreKind::Uncertainty]).expect("metrics serialise"),
+    );
+    metrics_map.insert(
+        "test_uncertainty".into(),
+        serde_json::to_value(&test_uncertainty).expect("metrics serialise"),
+    );
     metrics_map.insert(
         "training".into(),
         serde_json::Value::Object(infos.iter().map(|(k, v)| (k.clone(), v.report.clone())).collect()),
@@ -486,7 +511,9 @@ fn export(
             hyperparameters: hyper,
         },
         metrics: metrics_map,
-        thresholds,
+        thresholds: fit.thresholds,
+        calibration: Some(fit.calibration),
+        uncertainty_profile: Some(fit.profiles),
         description: format!(
             "VAE-ER with soft labels (uncertainty) and STL regressors (value), one model per attribute, \
              trained on {}{}",
@@ -518,12 +545,29 @@ pub fn run_calibrate(args: &CalibrateOptions) -> Result<(), TrainError> {
         None => metrics::coverage_grid(),
     };
     let corpus = msp::load(&args.corpus)?;
-    let manifest = calibrate::calibrate_model(&args.model, &corpus, &coverages)?;
+    let manifest = calibrate::calibrate_model(&args.model, &corpus, &coverages, args.allow_harmful_reject)?;
     for t in manifest.thresholds.iter().filter(|t| coverages.iter().any(|c| (c - t.coverage).abs() < 1e-9)) {
         println!(
             "coverage {:.2}: entropy ≤ valence {:.4}, arousal {:.4}, dominance {:.4}",
             t.coverage, t.entropy.valence, t.entropy.arousal, t.entropy.dominance
         );
+        if let Some(u) = t.uncertainty.filter(|_| t.coverage < 1.0) {
+            println!(
+                "               uncertainty ≤ valence {:.4}, arousal {:.4}, dominance {:.4}",
+                u.valence, u.arousal, u.dominance
+            );
+        }
+    }
+    if let Some(c) = &manifest.calibration {
+        for (kind, g) in &c.dev_gain_at_60_by_score {
+            println!(
+                "dev CCC gain at 60 % by {kind:<11}: valence {:+.1} %, arousal {:+.1} %, dominance {:+.1} %",
+                100.0 * g.valence,
+                100.0 * g.arousal,
+                100.0 * g.dominance
+            );
+        }
+        println!("served score (policy.score default): {}", c.score);
     }
     println!("updated {}", args.model.join(crate::model::manifest::MANIFEST_FILE).display());
     Ok(())

@@ -36,6 +36,15 @@ pub enum TrainError {
 
     #[error("training diverged: {0}")]
     Diverged(String),
+
+    /// Calibration found that rejecting by the score lowers dev CCC for some attribute.
+    #[error(
+        "rejecting by {score} hurts on the dev split: {details}. Nothing was written. Retrain \
+         that attribute (e.g. more joint epochs or another dropout), decide it by another \
+         attribute's uncertainty (policy.uncertainty_source), or pass --allow-harmful-reject \
+         to calibrate anyway"
+    )]
+    HarmfulReject { score: String, details: String },
 }
 
 impl TrainError {

@@ -27,6 +27,7 @@ pub fn expected_row(p: &EmotionPrediction, topic: &str, partition: i32, offset: 
         row.insert(format!("{a}_consensus"), json!(f64::from(ap.consensus)));
         row.insert(format!("{a}_distribution"), json!(dist));
         row.insert(format!("{a}_entropy"), json!(f64::from(ap.entropy)));
+        row.insert(format!("{a}_uncertainty"), json!(ap.uncertainty.map(f64::from)));
         row.insert(format!("{a}_uncertainty_source"), json!(ap.uncertainty_source.as_str()));
         row.insert(format!("{a}_accepted"), json!(ap.accepted));
     }

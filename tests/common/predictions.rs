@@ -34,6 +34,8 @@ pub fn prediction(seed: u64, processed_at_ms: i64) -> EmotionPrediction {
                 entropy: f(k + 3) / 3.6,
                 uncertainty_source: Attribute::ALL[((seed + k / 100) % 3) as usize],
                 accepted: (seed + k / 100) % 4 != 0,
+                // Both union branches: the archive keeps a missing score as null.
+                uncertainty: ((seed + k / 100) % 3 != 0).then(|| f(k + 4) - 2.0),
             }
         }),
     }

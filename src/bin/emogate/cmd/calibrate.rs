@@ -18,11 +18,20 @@ pub struct CalibrateArgs {
     /// Target coverage in (0, 1]; default: the grid 0.2, 0.3, …, 1.0.
     #[arg(long)]
     pub coverage: Option<f64>,
+    /// Calibrate even if keeping the 60 % most certain dev records lowers CCC for an
+    /// attribute (otherwise that is refused: exit non-zero, manifest untouched).
+    #[arg(long)]
+    pub allow_harmful_reject: bool,
 }
 
 impl From<CalibrateArgs> for CalibrateOptions {
     fn from(args: CalibrateArgs) -> CalibrateOptions {
-        CalibrateOptions { model: args.model, corpus: args.corpus, coverage: args.coverage }
+        CalibrateOptions {
+            model: args.model,
+            corpus: args.corpus,
+            coverage: args.coverage,
+            allow_harmful_reject: args.allow_harmful_reject,
+        }
     }
 }
 
