@@ -19,6 +19,14 @@
 //! arousal's score passes arousal's threshold, so both are calibrated at the same coverage. The
 //! source is recorded in the output's `uncertainty_source` field.
 //!
+//! # Record coverage
+//! With `all` or `any` the thresholds are the manifest's *record* thresholds for the coverage
+//! ([`crate::uncertainty::record_coverage`]): `policy.coverage` is then the fraction of dev
+//! records the rule accepts, not of each attribute. A single-attribute rule's record rate is
+//! that attribute's, so its per-attribute thresholds are already record thresholds. Under
+//! uncertainty transfer, or with a manifest calibrated before record thresholds existed, the
+//! per-attribute thresholds apply ([`CoverageOf::Attributes`], logged at start).
+//!
 //! # Record decision rule
 //! The record goes to `emotion.accepted` when:
 //! * `all` (default): every attribute is accepted — consumers of the accepted topic may use
@@ -38,7 +46,7 @@ use crate::attribute::{Attribute, PerAttribute};
 use crate::codec::{AttributePrediction, Decision, EmotionPrediction, RecordMeta};
 use crate::config::{DecisionRule, PolicyConfig};
 use crate::model::{Manifest, Prediction};
-use crate::uncertainty::{LevelProfile, ScoreKind};
+use crate::uncertainty::{JointRule, LevelProfile, ScoreKind};
 
 /// Why a policy cannot be built from the config and the manifest.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -57,9 +65,22 @@ pub enum PolicyError {
     NoUncertaintyProfile { model: String },
 }
 
+/// What `policy.coverage` is the dev fraction of, with the thresholds in force.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CoverageOf {
+    /// Records the decision rule accepts (record thresholds, or a single-attribute rule).
+    Records,
+    /// Each attribute separately: a manifest from before record calibration, or uncertainty
+    /// transfer (the record rate is then not `coverage`).
+    Attributes,
+    /// Nothing: `policy.thresholds` were given explicitly.
+    Explicit,
+}
+
 /// A configured reject policy. Pure: deciding needs no I/O and cannot fail.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RejectPolicy {
+    coverage_of: CoverageOf,
     score: ScoreKind,
     profiles: Option<PerAttribute<LevelProfile>>,
     thresholds: PerAttribute<f32>,
@@ -76,11 +97,28 @@ impl RejectPolicy {
     pub fn new(config: &PolicyConfig, manifest: &Manifest) -> Result<RejectPolicy, PolicyError> {
         let profiles = manifest.uncertainty_profile.clone();
         let score = RejectPolicy::score_for(config, manifest)?;
-        let thresholds = match (&config.thresholds, manifest.thresholds_for(config.coverage, score)) {
-            (Some(explicit), _) => *explicit,
-            (None, Some(calibrated)) => *calibrated,
-            (None, None) if config.coverage >= 1.0 => PerAttribute::from_fn(|_| f32::INFINITY),
-            (None, None) => {
+        let sources = PerAttribute::from_fn(|a| config.uncertainty_source.get(&a).copied().unwrap_or(a));
+        // Record-rate thresholds exist for `all`/`any` with each attribute its own source.
+        let joint = match config.decision {
+            DecisionRule::All => Some(JointRule::All),
+            DecisionRule::Any => Some(JointRule::Any),
+            DecisionRule::Attribute(_) => None,
+        }
+        .filter(|_| sources.iter().all(|(a, &s)| a == s));
+        let record = joint.and_then(|rule| {
+            manifest.coverage_entry(config.coverage).and_then(|t| t.for_records(rule, score))
+        });
+        let coverage_of = match (&config.thresholds, record, config.decision) {
+            (Some(_), _, _) => CoverageOf::Explicit,
+            (None, Some(_), _) | (None, None, DecisionRule::Attribute(_)) => CoverageOf::Records,
+            (None, None, _) => CoverageOf::Attributes,
+        };
+        let thresholds = match (&config.thresholds, record, manifest.thresholds_for(config.coverage, score)) {
+            (Some(explicit), _, _) => *explicit,
+            (None, Some(r), _) => r.thresholds,
+            (None, None, Some(calibrated)) => *calibrated,
+            (None, None, None) if config.coverage >= 1.0 => PerAttribute::from_fn(|_| f32::INFINITY),
+            (None, None, None) => {
                 let calibrated: Vec<String> = manifest
                     .thresholds
                     .iter()
@@ -96,8 +134,8 @@ impl RejectPolicy {
                 });
             }
         };
-        let sources = PerAttribute::from_fn(|a| config.uncertainty_source.get(&a).copied().unwrap_or(a));
         Ok(RejectPolicy {
+            coverage_of,
             score,
             profiles,
             thresholds,
@@ -121,6 +159,11 @@ impl RejectPolicy {
                 _ => ScoreKind::Entropy,
             }),
         }
+    }
+
+    /// What the target coverage is the dev fraction of.
+    pub fn coverage_of(&self) -> CoverageOf {
+        self.coverage_of
     }
 
     /// The score the thresholds apply to.
@@ -233,6 +276,7 @@ mod tests {
             coverage: 0.8,
             entropy: PerAttribute { valence: 1.0, arousal: 1.5, dominance: 1.2 },
             uncertainty: None,
+            record: Vec::new(),
         }])
     }
 
@@ -246,9 +290,7 @@ mod tests {
     }
 
     fn policy(edit: impl FnOnce(&mut PolicyConfig)) -> RejectPolicy {
-        let mut config = PolicyConfig::default();
-        edit(&mut config);
-        RejectPolicy::new(&config, &calibrated()).unwrap()
+        policy_on(&calibrated(), edit)
     }
 
     #[test]
@@ -417,6 +459,42 @@ mod tests {
         m.thresholds[0].uncertainty = None;
         let err = RejectPolicy::new(&PolicyConfig::default(), &m).unwrap_err();
         assert!(err.to_string().contains("none for uncertainty"), "{err}");
+    }
+
+    #[test]
+    fn record_rules_use_the_record_thresholds_of_their_rule_and_score() {
+        let mut m = calibrated();
+        let rec = |rule, score, t: f32| crate::model::RecordThresholds {
+            rule,
+            score,
+            thresholds: PerAttribute::from_fn(|_| t),
+            attribute_coverage: 0.9,
+            dev_accepted: 0.8,
+        };
+        m.thresholds[0].record =
+            vec![rec(JointRule::All, ScoreKind::Entropy, 1.7), rec(JointRule::Any, ScoreKind::Entropy, 0.3)];
+        let all = RejectPolicy::new(&PolicyConfig::default(), &m).unwrap();
+        assert_eq!((all.coverage_of(), all.thresholds().valence), (CoverageOf::Records, 1.7));
+        let any = policy_on(&m, |c| c.decision = DecisionRule::Any);
+        assert_eq!((any.coverage_of(), any.thresholds().arousal), (CoverageOf::Records, 0.3));
+        // A single attribute's rule is its own record rate: the per-attribute thresholds.
+        let one = policy_on(&m, |c| c.decision = DecisionRule::Attribute(Attribute::Arousal));
+        assert_eq!((one.coverage_of(), one.thresholds().arousal), (CoverageOf::Records, 1.5));
+        // Uncertainty transfer changes which columns decide: the record thresholds do not apply.
+        let utl = policy_on(&m, |c| {
+            c.uncertainty_source.insert(Attribute::Valence, Attribute::Arousal);
+        });
+        assert_eq!((utl.coverage_of(), utl.thresholds().valence), (CoverageOf::Attributes, 1.0));
+        let explicit = policy_on(&m, |c| c.thresholds = Some(PerAttribute::from_fn(|_| 0.5)));
+        assert_eq!(explicit.coverage_of(), CoverageOf::Explicit);
+        // Older manifests (no record thresholds) keep the per-attribute ones and say so.
+        assert_eq!(policy(|_| {}).coverage_of(), CoverageOf::Attributes);
+    }
+
+    fn policy_on(m: &Manifest, edit: impl FnOnce(&mut PolicyConfig)) -> RejectPolicy {
+        let mut config = PolicyConfig::default();
+        edit(&mut config);
+        RejectPolicy::new(&config, m).unwrap()
     }
 
     #[test]

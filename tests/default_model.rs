@@ -76,3 +76,46 @@ fn loads_with_its_checksum_contract_and_thresholds() {
         assert!(u.iter().all(|(_, v)| v.is_finite()), "{u:?}");
     }
 }
+
+/// `policy.coverage` means the fraction of *records* accepted: calibrated on the synthetic
+/// corpus's dev split for the default rule `all`, it must hold on the held-out test split the
+/// committed model never saw, for both scores (0.03 is about three binomial standard errors).
+#[cfg(feature = "train")]
+#[test]
+fn the_record_coverage_holds_on_the_held_out_test_split() {
+    use emogate::policy::CoverageOf;
+    use emogate::train::corpus::{msp, Split};
+
+    let tmp = tempfile::tempdir().unwrap();
+    let corpus_dir = tmp.path().join("corpus");
+    // The corpus models/default was trained and calibrated on (docs/model-card.md).
+    common::emogate(&["synth", "--out", common::s(&corpus_dir), "--seed", "7"]);
+    let corpus = msp::load(&corpus_dir).unwrap();
+    let rows = corpus.indices(Split::Test);
+    let options = ModelOptions { provider: ProviderChoice::Cpu, intra_threads: 2, ..ModelOptions::default() };
+    let mut model = Model::load(&default_dir(), &options).unwrap();
+    let manifest = model.manifest().clone();
+    assert_eq!(manifest.training.corpus_hash, msp::content_hash(&corpus_dir).unwrap(), "same corpus");
+    let mut predictions = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(256) {
+        predictions.extend(model.infer(&corpus.gather(chunk)).unwrap());
+    }
+    for score in ScoreKind::ALL {
+        let config = PolicyConfig { coverage: 0.8, score: Some(score), ..PolicyConfig::default() };
+        let policy = RejectPolicy::new(&config, &manifest).unwrap();
+        assert_eq!(policy.coverage_of(), CoverageOf::Records);
+        let accepted =
+            predictions.iter().filter(|p| policy.decide(p).0 == emogate::codec::Decision::Accepted).count();
+        let rate = accepted as f64 / predictions.len() as f64;
+        eprintln!(
+            "{score}: {accepted} of {} test records accepted ({:.1} %)",
+            predictions.len(),
+            100.0 * rate
+        );
+        assert!(
+            (rate - 0.8).abs() <= 0.03,
+            "{score}: {accepted} of {} test records accepted",
+            predictions.len()
+        );
+    }
+}

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::attribute::{Attribute, PerAttribute};
-use crate::uncertainty::{LevelProfile, ScoreKind};
+use crate::uncertainty::{JointRule, LevelProfile, ScoreKind};
 
 use super::error::ModelError;
 
@@ -97,6 +97,22 @@ pub struct CoverageThresholds {
     /// The same for the served `{a}_uncertainty` (present with [`Manifest::uncertainty_profile`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uncertainty: Option<PerAttribute<f32>>,
+    /// Thresholds with which a record rule accepts `coverage` of the dev *records*, per rule
+    /// and score ([`crate::uncertainty::record_coverage`]); empty in older manifests.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub record: Vec<RecordThresholds>,
+}
+
+/// Per-attribute thresholds calibrated for a record coverage under one rule and score.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecordThresholds {
+    pub rule: JointRule,
+    pub score: ScoreKind,
+    pub thresholds: PerAttribute<f32>,
+    /// The per-attribute coverage these thresholds amount to on dev.
+    pub attribute_coverage: f64,
+    /// The fraction of dev records the rule accepts with them.
+    pub dev_accepted: f64,
 }
 
 impl CoverageThresholds {
@@ -106,6 +122,11 @@ impl CoverageThresholds {
             ScoreKind::Entropy => Some(&self.entropy),
             ScoreKind::Uncertainty => self.uncertainty.as_ref(),
         }
+    }
+
+    /// The record-coverage thresholds of one rule and score, if calibrated.
+    pub fn for_records(&self, rule: JointRule, kind: ScoreKind) -> Option<&RecordThresholds> {
+        self.record.iter().find(|r| r.rule == rule && r.score == kind)
     }
 }
 
@@ -178,9 +199,14 @@ impl Manifest {
         format!("{}@{}", self.id, self.version)
     }
 
+    /// The thresholds entry for exactly `coverage` (within 1e-9), if any.
+    pub fn coverage_entry(&self, coverage: f64) -> Option<&CoverageThresholds> {
+        self.thresholds.iter().find(|t| (t.coverage - coverage).abs() < 1e-9)
+    }
+
     /// `kind`'s thresholds calibrated for exactly `coverage` (within 1e-9), if any.
     pub fn thresholds_for(&self, coverage: f64, kind: ScoreKind) -> Option<&PerAttribute<f32>> {
-        self.thresholds.iter().find(|t| (t.coverage - coverage).abs() < 1e-9).and_then(|t| t.of(kind))
+        self.coverage_entry(coverage).and_then(|t| t.of(kind))
     }
 
     /// Checks the fields that the service relies on; returns a human-readable reason.
@@ -231,6 +257,19 @@ impl Manifest {
                 return Err(format!("uncertainty threshold for {a} at coverage {} is NaN", t.coverage));
             }
         }
+        for t in &self.thresholds {
+            for r in &t.record {
+                if r.score == ScoreKind::Uncertainty && self.uncertainty_profile.is_none() {
+                    return Err(format!(
+                        "record thresholds by uncertainty at coverage {} without a profile",
+                        t.coverage
+                    ));
+                }
+                if let Some((a, _)) = r.thresholds.iter().find(|(_, v)| v.is_nan()) {
+                    return Err(format!("record threshold for {a} at coverage {} is NaN", t.coverage));
+                }
+            }
+        }
         if self.thresholds.windows(2).any(|w| w[0].coverage >= w[1].coverage) {
             return Err("`thresholds` must be sorted by strictly increasing coverage".into());
         }
@@ -262,11 +301,19 @@ mod tests {
                     coverage: 0.6,
                     entropy: PerAttribute::from_fn(|_| 1.2),
                     uncertainty: Some(PerAttribute::from_fn(|_| 0.25)),
+                    record: vec![RecordThresholds {
+                        rule: JointRule::All,
+                        score: ScoreKind::Uncertainty,
+                        thresholds: PerAttribute::from_fn(|_| 0.6),
+                        attribute_coverage: 0.75,
+                        dev_accepted: 0.6,
+                    }],
                 },
                 CoverageThresholds {
                     coverage: 1.0,
                     entropy: PerAttribute::from_fn(|_| 1.9),
                     uncertainty: Some(PerAttribute::from_fn(|_| f32::MAX)),
+                    record: Vec::new(),
                 },
             ],
             calibration: Some(Calibration {
@@ -303,7 +350,10 @@ mod tests {
         // A manifest from before the served uncertainty: no thresholds, no profile, no warning.
         let mut old = m.clone();
         old.uncertainty_profile = None;
-        old.thresholds.iter_mut().for_each(|t| t.uncertainty = None);
+        old.thresholds.iter_mut().for_each(|t| {
+            t.uncertainty = None;
+            t.record.clear();
+        });
         old.calibration = Some(Calibration {
             score: ScoreKind::Entropy,
             dev_gain_at_60: PerAttribute::from_fn(|_| 0.1),

@@ -170,9 +170,19 @@ impl InferStage {
             provider = %pool.provider().kind,
             workers = pool.workers(),
             coverage = policy.coverage(),
+            score = %policy.score(),
             thresholds = ?policy.thresholds(),
             "model loaded"
         );
+        if policy.coverage_of() == crate::policy::CoverageOf::Attributes {
+            tracing::warn!(
+                coverage = policy.coverage(),
+                decision = %config.policy.decision,
+                "policy.coverage is each attribute's accept rate here, not the record rate: the manifest has \
+                 no record thresholds for this rule (calibrated before they existed: rerun `emogate calibrate`) \
+                 or uncertainty transfer is on"
+            );
+        }
         Ok(InferStage { ctx, pool: Arc::new(pool), policy })
     }
 

@@ -191,6 +191,7 @@ mod tests {
                 coverage: 0.8,
                 entropy: PerAttribute::from_fn(|_| 1.0),
                 uncertainty: None,
+                record: Vec::new(),
             }],
             calibration: None,
             uncertainty_profile: None,

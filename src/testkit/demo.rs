@@ -24,7 +24,7 @@ use crate::human;
 use crate::lifecycle::{self, shutdown, StageContext};
 use crate::model::{LoadedModel, Manifest, ModelPool};
 use crate::pipeline::{router, InferReport, InferStage, PipelineError};
-use crate::policy::RejectPolicy;
+use crate::policy::{CoverageOf, RejectPolicy};
 use crate::service::{self, RunningStage, StageError, StageReport};
 use crate::telemetry::{Health, Metrics};
 use crate::uncertainty::{threshold_for_coverage, ScoreKind};
@@ -118,6 +118,10 @@ pub struct DemoSummary {
     pub model: String,
     pub provider: String,
     pub thresholds: PerAttribute<f32>,
+    /// The score the thresholds apply to.
+    pub score: ScoreKind,
+    /// What the target coverage is a dev fraction of, with these thresholds.
+    pub coverage_of: CoverageOf,
     /// How the thresholds were obtained.
     pub thresholds_origin: String,
     pub bad_sent: usize,
@@ -167,7 +171,11 @@ impl fmt::Display for DemoSummary {
             "valence {:.3}  arousal {:.3}  dominance {:.3}  — {}",
             th.valence, th.arousal, th.dominance, self.thresholds_origin
         );
-        human::row(f, "thresholds (nats)", thresholds)?;
+        let unit = match self.score {
+            ScoreKind::Entropy => "entropy, nats",
+            ScoreKind::Uncertainty => "uncertainty",
+        };
+        human::row(f, &format!("thresholds ({unit})"), thresholds)?;
         let records =
             format!("{} synthetic + {} malformed", count(self.options.records as u64), self.bad_sent);
         human::row(f, "records in", records)?;
@@ -184,6 +192,17 @@ impl fmt::Display for DemoSummary {
             pct(r.rejected)
         );
         human::row(f, "predictions", predictions)?;
+        let target = self.options.coverage;
+        let meaning = match self.coverage_of {
+            CoverageOf::Records => {
+                format!("{:.1} % of records (decision rule calibrated on dev)", 100.0 * target)
+            }
+            CoverageOf::Attributes => {
+                format!("{:.1} % per attribute (no record thresholds for this rule)", 100.0 * target)
+            }
+            CoverageOf::Explicit => "none (explicit thresholds)".to_string(),
+        };
+        human::row(f, "coverage target", format!("{meaning}; measured {:.1} %", pct(r.accepted)))?;
         let mean = r.mean_entropy();
         let entropy = format!(
             "valence {:.3}  arousal {:.3}  dominance {:.3} nats",
@@ -239,6 +258,9 @@ impl DemoSummary {
             "partitions": self.options.partitions,
             "thresholds": self.thresholds,
             "thresholds_origin": self.thresholds_origin,
+            "score": self.score,
+            "coverage_target": self.options.coverage,
+            "coverage_of": format!("{:?}", self.coverage_of).to_lowercase(),
             "records": self.options.records,
             "bad_sent": self.bad_sent,
             "seconds": self.seconds,
@@ -367,6 +389,7 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     };
     let infer = tokio::task::block_in_place(|| InferStage::new(ctx.clone()))?;
     let policy_thresholds = *infer.policy().thresholds();
+    let (score, coverage_of) = (infer.policy().score(), infer.policy().coverage_of());
     let model = infer.policy().model_version().to_string();
     let provider = infer.provider().to_string();
 
@@ -446,6 +469,8 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         model,
         provider,
         thresholds: policy_thresholds,
+        score,
+        coverage_of,
         thresholds_origin,
         bad_sent: bad.len(),
         seconds: elapsed.as_secs_f64(),

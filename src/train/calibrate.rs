@@ -19,8 +19,8 @@ use super::serving::{self, AttributeOutputs, ServingParams};
 use super::TrainError;
 use super::{labels, metrics};
 use crate::attribute::{Attribute, PerAttribute};
-use crate::model::manifest::{Calibration, CoverageThresholds, Manifest, MODEL_FILE};
-use crate::uncertainty::{self, LevelProfile, ScoreKind};
+use crate::model::manifest::{Calibration, CoverageThresholds, Manifest, RecordThresholds, MODEL_FILE};
+use crate::uncertainty::{self, JointRule, LevelProfile, ScoreKind};
 
 /// One point of a reject curve.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -173,15 +173,53 @@ pub fn thresholds(
             }
         })
     };
+    let by_score: Vec<(ScoreKind, &PerAttribute<Vec<f32>>, f32)> = [
+        (ScoreKind::Entropy, Some(entropy), (crate::LIKERT_BINS as f32).ln()),
+        (ScoreKind::Uncertainty, served, f32::MAX),
+    ]
+    .into_iter()
+    .filter_map(|(k, s, all)| s.map(|s| (k, s, all)))
+    .collect();
     cs.into_iter()
         .map(|c| {
+            let mut record = Vec::new();
+            for &(score, scores, all) in &by_score {
+                for rule in [JointRule::All, JointRule::Any] {
+                    record.push(record_thresholds_at(scores, c, rule, score, all)?);
+                }
+            }
             Ok(CoverageThresholds {
                 coverage: c,
                 entropy: at(entropy, c, (crate::LIKERT_BINS as f32).ln())?,
                 uncertainty: served.map(|u| at(u, c, f32::MAX)).transpose()?,
+                record,
             })
         })
         .collect()
+}
+
+/// Record-coverage thresholds of one rule and score ([`uncertainty::record_thresholds`]);
+/// coverage 1.0 accepts everything with `all` as the threshold.
+fn record_thresholds_at(
+    scores: &PerAttribute<Vec<f32>>,
+    coverage: f64,
+    rule: JointRule,
+    score: ScoreKind,
+    all: f32,
+) -> Result<RecordThresholds, TrainError> {
+    if coverage >= 1.0 {
+        let thresholds = PerAttribute::from_fn(|_| all);
+        return Ok(RecordThresholds { rule, score, thresholds, attribute_coverage: 1.0, dev_accepted: 1.0 });
+    }
+    let columns: Vec<&[f32]> = Attribute::ALL.iter().map(|&a| scores[a].as_slice()).collect();
+    let r = uncertainty::record_thresholds(&columns, coverage, rule)?;
+    Ok(RecordThresholds {
+        rule,
+        score,
+        thresholds: PerAttribute::from_fn(|a| r.thresholds[a.index()]),
+        attribute_coverage: r.attribute_coverage,
+        dev_accepted: r.accepted,
+    })
 }
 
 /// Merges new thresholds into existing ones (same coverage replaced), sorted by coverage.
@@ -368,6 +406,7 @@ mod tests {
             coverage: 0.5,
             entropy: PerAttribute::from_fn(|_| 9.0),
             uncertainty: None,
+            record: Vec::new(),
         }];
         let u = PerAttribute::from_fn(|a| e[a].iter().map(|x| 3.0 - 4.0 * x).collect::<Vec<f32>>());
         let merged = merge_thresholds(&old, thresholds(&e, Some(&u), &[0.5, 0.2, 1.0]).unwrap());
@@ -376,6 +415,18 @@ mod tests {
         // The 0.5-quantile of 3 − 4·{0.0 … 0.9} (valence) is 3 − 4·0.5 = 1.0 … as `<=` accepts half.
         assert_eq!(u.valence.iter().filter(|&&x| x <= u50.valence).count(), 5);
         assert_eq!(merged[2].uncertainty.unwrap().arousal, f32::MAX, "full coverage accepts any score");
+        // Record thresholds for both rules and both scores; `all` needs more per attribute.
+        let t50 = &merged[1];
+        assert_eq!(t50.record.len(), 4);
+        let all = t50.for_records(JointRule::All, ScoreKind::Entropy).unwrap();
+        let any = t50.for_records(JointRule::Any, ScoreKind::Uncertainty).unwrap();
+        assert!((all.dev_accepted - 0.5).abs() < 1e-9 && (any.dev_accepted - 0.5).abs() < 1e-9);
+        assert!(all.attribute_coverage >= 0.5 && any.attribute_coverage <= 0.5);
+        assert_eq!(
+            merged[2].for_records(JointRule::All, ScoreKind::Uncertainty).unwrap().thresholds.valence,
+            f32::MAX
+        );
+        assert!(t.iter().all(|t| t.record.iter().all(|r| r.score == ScoreKind::Entropy)));
         assert!(merged[1].entropy.arousal < 1.0);
         assert!(check_coverage(0.0).is_err() && check_coverage(1.0).is_ok());
     }

@@ -14,6 +14,7 @@
 //! | [`coverage_curve`], [`standard_coverages`] ([`coverage`]) | §V-B, Fig. 3: CCC as the most uncertain samples are rejected, 100% → 20% coverage | evaluation |
 //! | [`quintile_ccc`], [`quintile_groups`] ([`coverage`]) | §V-A, Fig. 2: CCC on five equal groups ordered by uncertainty | evaluation |
 //! | [`LevelProfile`] ([`level_score`]) | beyond the paper: the entropy standardised within the predicted level, fitted on dev | the served `{a}_uncertainty` ([`ScoreKind`] picks which score the policy ranks by) |
+//! | [`record_thresholds`] ([`record_coverage`]) | beyond the paper: thresholds for which the record rule `all`/`any` accepts the target fraction of *records* | calibration of `policy.coverage` as a record rate |
 //! | [`threshold_for_coverage`], [`accepted_fraction`] ([`coverage`]) | the reject option as a deployable rule `u <= threshold` | calibration on the dev split, monitoring |
 //!
 //! Conventions callers rely on, documented in full on each item:
@@ -34,6 +35,7 @@ pub mod coverage;
 pub mod entropy;
 pub mod error;
 pub mod level_score;
+pub mod record_coverage;
 pub mod score_kind;
 pub mod soft_labels;
 
@@ -45,5 +47,6 @@ pub use coverage::{
 pub use entropy::{entropy_nats, MAX_ENTROPY};
 pub use error::MetricError;
 pub use level_score::LevelProfile;
+pub use record_coverage::{record_accepted_fraction, record_thresholds, JointRule, RecordCalibration};
 pub use score_kind::ScoreKind;
 pub use soft_labels::{consensus_label, soft_label, LikertScale, SoftLabelError};
