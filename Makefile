@@ -33,7 +33,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TANSU := $(CACHE)/bin/tansu
 export EMOGATE_TANSU ?= $(TANSU)
 
-.PHONY: deps system-deps build demo test test-deploy test-slow test-gpu test-gpu-run bench lint default-model fixture-model evaluate clean-cache
+.PHONY: deps system-deps build demo test test-deploy test-slow test-gpu test-gpu-run bench lint default-model fixture-model evaluate mc-study clean-cache
 
 ## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
 ## test references and the Tansu test broker into .cache/
@@ -128,6 +128,17 @@ evaluate: deps
 	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-iemocap --variant iemocap
 	cargo run $(TEST_FLAGS) -- evaluate --model models/default --corpus corpora/synth-default \
 		--cross-corpus corpora/synth-iemocap --out docs/results $(EVAL_ARGS)
+
+## mc-study: the MC estimator study (issue 15): re-exports models/default's weights with every
+## noise bank and S, compares test-split entropies and served decisions with S = 2000, benches
+## raw records/s (Rust and Python) per S; resumable under MC_WORK (~40 min on 2 cores)
+MC_WORK ?= /tmp/mc
+mc-study: deps
+	$(PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-study.txt
+	cargo build $(TEST_FLAGS) --bin emogate
+	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-default
+	$(PY) scripts/mc_grid.py --emogate target/release/emogate --corpus corpora/synth-default \
+		--model models/default --work $(MC_WORK) --out docs/results/mc-study.json --png docs/results/mc-study.png
 
 ## fixture-model: rebuild the committed random-weight fixture model (deterministic)
 fixture-model: $(PY_STAMP)

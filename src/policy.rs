@@ -267,6 +267,7 @@ mod tests {
             thresholds,
             calibration: None,
             uncertainty_profile: None,
+            mc: None,
             description: String::new(),
         }
     }

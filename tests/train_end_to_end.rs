@@ -125,6 +125,7 @@ fn synth_train_quick_export_calibrate() {
         &["train", "--corpus", s(&corpus), "--out", s(&sobol), "--export-only"]
             .into_iter()
             .chain(["--weights-from", s(&model), "--mc-samples", "8", "--noise-bank", "sobol"])
+            .chain(["--mc-reference-samples", "64"])
             .collect::<Vec<_>>(),
     );
     let resampled = onnx::read(&sobol.join("model.onnx")).unwrap();
@@ -132,6 +133,12 @@ fn synth_train_quick_export_calibrate() {
     assert!(resampled.attributes == params.attributes && resampled.norm == params.norm);
     let m = Manifest::load(&sobol).unwrap();
     assert_eq!((m.mc_samples, m.noise_bank), (8, emogate::model::NoiseBank::Sobol));
+    // The export measured its bank against a 64-sample Gaussian bank with another seed.
+    let mc = m.mc.clone().expect("--mc-reference-samples records `mc`");
+    assert_eq!((mc.samples, mc.reference_samples, mc.split.as_str()), (8, 64, "test"));
+    assert_ne!(mc.seed, mc.reference_seed);
+    assert!(mc.entropy_error_vs_reference > 0.0 && mc.entropy_error_vs_reference < 0.5, "{mc:?}");
+    assert!(Manifest::load(&model).unwrap().mc.is_none(), "not measured unless asked");
     assert_eq!(m.thresholds.len(), 9);
 
     // Retrain one attribute, the other two taken from the model as they are.

@@ -103,6 +103,21 @@ pub struct CoverageThresholds {
     pub record: Vec<RecordThresholds>,
 }
 
+/// The Monte-Carlo estimator of the graph and its measured error (issue 15: the bank and S are
+/// chosen by measured error against a much larger reference bank).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct McInfo {
+    pub bank: NoiseBank,
+    pub samples: usize,
+    pub seed: u64,
+    /// Mean over records and attributes of |H − H_ref| (nats) on `split`.
+    pub entropy_error_vs_reference: f64,
+    /// Gaussian samples of the reference bank.
+    pub reference_samples: usize,
+    pub reference_seed: u64,
+    pub split: String,
+}
+
 /// Per-attribute thresholds calibrated for a record coverage under one rule and score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RecordThresholds {
@@ -169,6 +184,10 @@ pub struct Manifest {
     /// before it existed (the outputs then carry no uncertainty).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub uncertainty_profile: Option<PerAttribute<LevelProfile>>,
+    /// How well the noise bank estimates the S → ∞ entropy, measured at export
+    /// (`--mc-reference-samples`); absent when not measured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mc: Option<McInfo>,
     #[serde(default)]
     pub description: String,
 }
@@ -329,6 +348,15 @@ mod tests {
                 mean: vec![1.5, 1.7],
                 sd: vec![0.1, 0.2],
             })),
+            mc: Some(McInfo {
+                bank: NoiseBank::Sobol,
+                samples: 10,
+                seed: 2020,
+                entropy_error_vs_reference: 0.0027,
+                reference_samples: 2000,
+                reference_seed: 7919,
+                split: "test".into(),
+            }),
             description: String::new(),
         }
     }

@@ -20,7 +20,9 @@ pub mod runtime;
 pub mod session;
 
 pub use error::ModelError;
-pub use manifest::{Calibration, CoverageThresholds, Manifest, NoiseBank, RecordThresholds, TrainingInfo};
+pub use manifest::{
+    Calibration, CoverageThresholds, Manifest, McInfo, NoiseBank, RecordThresholds, TrainingInfo,
+};
 pub use pool::{BatchResult, ModelPool, TrySubmitError};
 pub use prediction::{AttributeOutput, Prediction};
 pub use provider::{ActiveProvider, ProviderChoice, ProviderKind};

@@ -195,6 +195,7 @@ mod tests {
             }],
             calibration: None,
             uncertainty_profile: None,
+            mc: None,
             description: String::new(),
         };
         Router {

@@ -18,7 +18,7 @@ use super::trainer::{self, AttributeReport, Prepared, TrainConfig};
 use super::{metrics, onnx, TrainError};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::model::manifest::{Manifest, MODEL_FILE};
-use crate::model::{NoiseBank, TrainingInfo};
+use crate::model::{McInfo, NoiseBank, TrainingInfo};
 use crate::uncertainty::ScoreKind;
 
 /// `emogate synth`
@@ -64,6 +64,11 @@ pub struct TrainOptions {
     pub noise_bank: NoiseBank,
     /// Seed of the noise bank (recorded in the manifest).
     pub noise_seed: u64,
+    /// Gaussian samples of the reference bank the export measures its entropy error against
+    /// on the test split (0: not measured).
+    pub mc_reference_samples: usize,
+    /// Seed of the reference bank (must differ from `noise_seed`).
+    pub mc_reference_seed: u64,
     pub epochs: EpochOptions,
     pub batch: Option<usize>,
     /// Eq. (3) weight of NLL_VAE.
@@ -205,6 +210,12 @@ fn command_line(args: &TrainOptions) -> String {
     }
     if let Some(dir) = &args.weights_from {
         c += &format!(" --weights-from {}", dir.display());
+    }
+    if args.mc_reference_samples > 0 {
+        c += &format!(
+            " --mc-reference-samples {} --mc-reference-seed {}",
+            args.mc_reference_samples, args.mc_reference_seed
+        );
     }
     let opts = args.epochs.flags().into_iter().chain([
         ("--batch", args.batch.map(|v| v.to_string())),
@@ -449,6 +460,7 @@ fn export(
     let test_served = calibrate::served_uncertainty(&fit.profiles, &test_out);
     let test_uncertainty =
         calibrate::score_by(corpus, &test_rows, &test_out, ScoreKind::Uncertainty, &test_served)?;
+    let mc = measure_mc(args, &served, corpus, &test_out)?;
     print_eval("dev", &dev_eval);
     print_eval("test", &test_eval);
     print_eval("dev, by the served uncertainty", &fit.dev[&ScoreKind::Uncertainty]);
@@ -514,6 +526,7 @@ fn export(
         thresholds: fit.thresholds,
         calibration: Some(fit.calibration),
         uncertainty_profile: Some(fit.profiles),
+        mc,
         description: format!(
             "VAE-ER with soft labels (uncertainty) and STL regressors (value), one model per attribute, \
              trained on {}{}",
@@ -536,6 +549,53 @@ fn export(
         size as f64 / 1048576.0
     );
     Ok(())
+}
+
+/// With `--mc-reference-samples N`: the exported bank's mean |H − H_ref| on the test split,
+/// H_ref from a Gaussian bank of N samples with its own seed (the same weights).
+fn measure_mc(
+    args: &TrainOptions,
+    served: &ServingParams,
+    corpus: &Corpus,
+    test_out: &PerAttribute<serving::AttributeOutputs>,
+) -> Result<Option<McInfo>, TrainError> {
+    let n = args.mc_reference_samples;
+    if n == 0 {
+        return Ok(None);
+    }
+    if args.mc_reference_seed == args.noise_seed {
+        return Err(TrainError::Config(
+            "--mc-reference-seed equals --noise-seed: the reference would share the bank's draws".into(),
+        ));
+    }
+    let started = Instant::now();
+    let noise = serving::noise_bank(NoiseBank::Gaussian, n, args.mc_reference_seed)?;
+    let reference = ServingParams { noise, mc_samples: n, ..served.clone() };
+    let (_, ref_out) = calibrate::run_split(&reference, corpus, Split::Test)?;
+    let error = Attribute::ALL
+        .iter()
+        .map(|&a| {
+            let (h, r) = (&test_out[a].entropy, &ref_out[a].entropy);
+            h.iter().zip(r).map(|(x, y)| f64::from((x - y).abs())).sum::<f64>() / h.len() as f64
+        })
+        .sum::<f64>()
+        / 3.0;
+    println!(
+        "MC: {} S = {} vs gaussian S = {n} (seed {}): mean |H - H_ref| = {error:.4} nats on the test split ({:.0} s)",
+        bank_name(args.noise_bank),
+        args.mc_samples,
+        args.mc_reference_seed,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(Some(McInfo {
+        bank: args.noise_bank,
+        samples: args.mc_samples,
+        seed: args.noise_seed,
+        entropy_error_vs_reference: error,
+        reference_samples: n,
+        reference_seed: args.mc_reference_seed,
+        split: Split::Test.as_str().to_string(),
+    }))
 }
 
 /// `emogate calibrate`

@@ -44,6 +44,14 @@ pub struct TrainArgs {
     /// Seed of the noise bank (recorded in the manifest).
     #[arg(long, default_value_t = 2020)]
     pub noise_seed: u64,
+    /// Measure the exported bank against a Gaussian bank of this many samples on the test split
+    /// and record the error in the manifest's `mc` (0: not measured; the study used 2000)
+    #[arg(long, default_value_t = 0)]
+    pub mc_reference_samples: usize,
+    /// Seed of that reference bank; must differ from --noise-seed, or the reference would
+    /// repeat the exported bank's own draws
+    #[arg(long, default_value_t = 7919)]
+    pub mc_reference_seed: u64,
     #[command(flatten)]
     pub epochs: EpochArgs,
     #[arg(long)]
@@ -89,6 +97,8 @@ impl From<TrainArgs> for TrainOptions {
             mc_samples: args.mc_samples,
             noise_bank: args.noise_bank,
             noise_seed: args.noise_seed,
+            mc_reference_samples: args.mc_reference_samples,
+            mc_reference_seed: args.mc_reference_seed,
             epochs: args.epochs.into(),
             batch: args.batch,
             alpha: args.alpha,
