@@ -36,6 +36,10 @@ pub enum Variant {
     Msp,
     /// The cross-corpus role of IEMOCAP: 5-point votes, 2–4 raters, shifted features.
     Iemocap,
+    /// A second, differently generated family (`synth_scenes.rs`): sparse attribute
+    /// features, recording scenes, speaker shifts, Student-t noise, a two-component
+    /// ambiguity and 7-point votes that mostly use three bins. MSP-Podcast's sizes.
+    Scenes,
 }
 
 /// Utterances per split and speakers per split.
@@ -70,16 +74,16 @@ impl Sizes {
     /// keep the variant's default).
     pub fn parse(spec: &str, variant: Variant) -> Result<Sizes, TrainError> {
         let base = match variant {
-            Variant::Msp => Sizes::DEFAULT,
+            Variant::Msp | Variant::Scenes => Sizes::DEFAULT,
             Variant::Iemocap => Sizes::IEMOCAP_DEFAULT,
         };
         match (spec, variant) {
             ("default", _) => return Ok(base),
-            ("tiny", Variant::Msp) => return Ok(Sizes::TINY),
+            ("tiny", Variant::Msp | Variant::Scenes) => return Ok(Sizes::TINY),
             ("tiny", Variant::Iemocap) => {
                 return Ok(Sizes { unlabeled: 0, speakers: [6, 2, 2, 0], ..Sizes::TINY });
             }
-            ("paper", Variant::Msp) => return Ok(Sizes::PAPER),
+            ("paper", Variant::Msp | Variant::Scenes) => return Ok(Sizes::PAPER),
             ("paper", Variant::Iemocap) => return Ok(Sizes::IEMOCAP_PAPER),
             _ => {}
         }
@@ -349,6 +353,9 @@ pub(super) fn fill_rows(
 pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
     let SynthConfig { seed, variant, sizes } = *cfg;
     check_sizes(&sizes)?;
+    if variant == Variant::Scenes {
+        return Ok(super::synth_scenes::generate(cfg));
+    }
     let msp = variant == Variant::Msp;
     let world = if msp { World::new(seed) } else { World::new(seed).shifted(seed) };
     let vtag: u64 = if msp { 10 } else { 20 };
@@ -489,5 +496,12 @@ mod tests {
         assert_eq!((s.train, s.dev, s.test), (10, 3, Sizes::DEFAULT.test));
         assert_eq!(s.speakers[0], 10);
         assert!(Sizes::parse("bogus=1", Variant::Msp).is_err());
+        // The scenes family has MSP-Podcast's presets.
+        for spec in ["tiny", "default", "paper"] {
+            assert_eq!(
+                Sizes::parse(spec, Variant::Scenes).unwrap(),
+                Sizes::parse(spec, Variant::Msp).unwrap()
+            );
+        }
     }
 }
