@@ -1,5 +1,6 @@
 //! The synthetic generator: deterministic by seed, and ambiguity makes annotators disagree
-//! *and* a simple predictor err more — the property uncertainty estimation relies on.
+//! *and* a simple predictor err more — the property uncertainty estimation relies on. Both
+//! MSP-Podcast-shaped families (`msp` and `scenes`) are checked.
 #![cfg(feature = "train")]
 
 use emogate::train::corpus::msp::{self, FeatureFormat};
@@ -10,26 +11,39 @@ use emogate::train::{labels, metrics};
 use emogate::uncertainty;
 use emogate::Attribute;
 
-fn cfg(seed: u64, sizes: Sizes) -> SynthConfig {
-    SynthConfig { seed, variant: Variant::Msp, sizes }
-}
+const FAMILIES: [Variant; 2] = [Variant::Msp, Variant::Scenes];
 
 #[test]
 fn same_seed_same_files_other_seed_other_corpus() {
     let sizes = Sizes { train: 30, dev: 10, test: 10, unlabeled: 10, speakers: [3, 1, 1, 2] };
-    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    for (dir, seed) in dirs.iter().zip([4, 4, 5]) {
-        let (c, t) = generate(&cfg(seed, sizes)).unwrap();
-        msp::write(dir.path(), &c, Some(&t), FeatureFormat::Npy).unwrap();
-    }
-    for f in [msp::FEATURES_NPY, msp::LABELS, msp::PARTITIONS, msp::TRUTH] {
-        let read = |k: usize| std::fs::read(dirs[k].path().join(f)).unwrap();
-        assert_eq!(read(0), read(1), "{f} differs for the same seed");
-        if f != msp::PARTITIONS {
-            assert_ne!(read(0), read(2), "{f} is the same for another seed");
+    for variant in FAMILIES {
+        let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        for (dir, seed) in dirs.iter().zip([4, 4, 5]) {
+            let (c, t) = generate(&SynthConfig { seed, variant, sizes }).unwrap();
+            msp::write(dir.path(), &c, Some(&t), FeatureFormat::Npy).unwrap();
         }
+        for f in [msp::FEATURES_NPY, msp::LABELS, msp::PARTITIONS, msp::TRUTH] {
+            let read = |k: usize| std::fs::read(dirs[k].path().join(f)).unwrap();
+            assert_eq!(read(0), read(1), "{variant:?}: {f} differs for the same seed");
+            if f != msp::PARTITIONS {
+                assert_ne!(read(0), read(2), "{variant:?}: {f} is the same for another seed");
+            }
+        }
+        assert_eq!(msp::content_hash(dirs[0].path()).unwrap(), msp::content_hash(dirs[1].path()).unwrap());
     }
-    assert_eq!(msp::content_hash(dirs[0].path()).unwrap(), msp::content_hash(dirs[1].path()).unwrap());
+}
+
+#[test]
+fn the_corpus_loader_reads_the_scenes_family_unchanged() {
+    let sizes = Sizes { train: 20, dev: 6, test: 6, unlabeled: 4, speakers: [3, 1, 1, 1] };
+    let (c, t) = generate(&SynthConfig { seed: 8, variant: Variant::Scenes, sizes }).unwrap();
+    for format in [FeatureFormat::Npy, FeatureFormat::Csv] {
+        let dir = tempfile::tempdir().unwrap();
+        msp::write(dir.path(), &c, Some(&t), format).unwrap();
+        let back = msp::load(dir.path()).unwrap();
+        assert_eq!(back, c, "{format:?}");
+        assert!(dir.path().join(msp::TRUTH).exists());
+    }
 }
 
 /// Ridge regression on every 21st scaled feature, solved by Cholesky.
@@ -73,8 +87,14 @@ fn ridge(x: &[f64], rows: usize, cols: usize, y: &[f64], lambda: f64) -> Vec<f64
 
 #[test]
 fn ambiguity_raises_disagreement_and_prediction_error_together() {
+    for variant in FAMILIES {
+        disagreement_and_error_rise_together(variant);
+    }
+}
+
+fn disagreement_and_error_rise_together(variant: Variant) {
     let sizes = Sizes { train: 1500, dev: 10, test: 800, unlabeled: 0, speakers: [60, 2, 20, 0] };
-    let (c, _) = generate(&cfg(7, sizes)).unwrap();
+    let (c, _) = generate(&SynthConfig { seed: 7, variant, sizes }).unwrap();
     let (train, test) = (c.indices(Split::Train), c.indices(Split::Test));
     let norm = Normalizer::fit(&c.features, c.dims, &train);
     let cols: Vec<usize> = (0..c.dims).step_by(21).take(300).collect();
@@ -111,12 +131,12 @@ fn ambiguity_raises_disagreement_and_prediction_error_together() {
         let low = ccc_at_half(&sd);
         let neg_sd: Vec<f32> = sd.iter().map(|v| -v).collect();
         let high = ccc_at_half(&neg_sd);
-        assert!(low > high + 0.03, "{a}: CCC on agreed half {low:.3} vs disputed half {high:.3}");
+        assert!(low > high + 0.03, "{variant:?} {a}: CCC on agreed half {low:.3} vs disputed half {high:.3}");
         all_err.extend(pred.iter().zip(&truth).map(|(p, t)| (p - t).abs()));
         all_sd.extend(sd);
     }
     let r = metrics::pearson(&all_err, &all_sd);
-    assert!(r > 0.04, "corr(|error|, vote sd) = {r:.3}");
+    assert!(r > 0.04, "{variant:?}: corr(|error|, vote sd) = {r:.3}");
 }
 
 fn mean_sd(v: &[f64]) -> (f64, f64) {

@@ -31,8 +31,8 @@ pub struct SynthOptions {
     /// `tiny`, `default`, `paper` (MSP-Podcast 1.6 / IEMOCAP sizes) or
     /// `train=N,dev=N,test=N,unlabeled=N`.
     pub sizes: String,
-    /// `msp` (7-point votes, ≥ 5 raters, unlabeled pool) or `iemocap` (cross-corpus role:
-    /// 5-point votes, ≥ 2 raters, shifted features).
+    /// `msp` (7-point votes, ≥ 5 raters, unlabeled pool), `iemocap` (cross-corpus role:
+    /// 5-point votes, ≥ 2 raters, shifted features) or `scenes` (the second generative family).
     pub variant: Variant,
     /// Write features as openSMILE-style CSV instead of `.npy`.
     pub csv: bool,

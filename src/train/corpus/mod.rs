@@ -1,12 +1,14 @@
 //! Training corpora in memory, and where they come from.
 //!
-//! Both sources, the synthetic generator ([`synth`]) and real MSP-Podcast-style files
+//! Both sources, the synthetic generator ([`synth`], whose `scenes` variant is
+//! `synth_scenes`) and real MSP-Podcast-style files
 //! ([`msp`]), end up as one [`Corpus`]: a feature matrix, a split and speaker per
 //! utterance, and the raw per-annotator votes. Labels are derived from the votes here, once,
 //! so soft labels and consensus labels can never disagree about what the votes were.
 
 pub mod msp;
 pub mod synth;
+mod synth_scenes;
 
 use serde::{Deserialize, Serialize};
 

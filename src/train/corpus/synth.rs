@@ -36,6 +36,10 @@ pub enum Variant {
     Msp,
     /// The cross-corpus role of IEMOCAP: 5-point votes, 2–4 raters, shifted features.
     Iemocap,
+    /// A second, differently generated family (`synth_scenes.rs`): sparse attribute
+    /// features, recording scenes, speaker shifts, Student-t noise, a two-component
+    /// ambiguity and 7-point votes that mostly use three bins. MSP-Podcast's sizes.
+    Scenes,
 }
 
 /// Utterances per split and speakers per split.
@@ -70,16 +74,16 @@ impl Sizes {
     /// keep the variant's default).
     pub fn parse(spec: &str, variant: Variant) -> Result<Sizes, TrainError> {
         let base = match variant {
-            Variant::Msp => Sizes::DEFAULT,
+            Variant::Msp | Variant::Scenes => Sizes::DEFAULT,
             Variant::Iemocap => Sizes::IEMOCAP_DEFAULT,
         };
         match (spec, variant) {
             ("default", _) => return Ok(base),
-            ("tiny", Variant::Msp) => return Ok(Sizes::TINY),
+            ("tiny", Variant::Msp | Variant::Scenes) => return Ok(Sizes::TINY),
             ("tiny", Variant::Iemocap) => {
                 return Ok(Sizes { unlabeled: 0, speakers: [6, 2, 2, 0], ..Sizes::TINY });
             }
-            ("paper", Variant::Msp) => return Ok(Sizes::PAPER),
+            ("paper", Variant::Msp | Variant::Scenes) => return Ok(Sizes::PAPER),
             ("paper", Variant::Iemocap) => return Ok(Sizes::IEMOCAP_PAPER),
             _ => {}
         }
@@ -146,11 +150,12 @@ fn mix(seed: u64, tag: u64, index: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn rng(seed: u64, tag: u64, index: u64) -> ChaCha8Rng {
+/// The ChaCha8 stream of (seed, purpose, index); every draw of every family comes from one.
+pub(super) fn rng(seed: u64, tag: u64, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::seed_from_u64(mix(seed, tag, index))
 }
 
-fn normal(r: &mut impl Rng) -> f32 {
+pub(super) fn normal(r: &mut impl Rng) -> f32 {
     StandardNormal.sample(r)
 }
 
@@ -201,9 +206,20 @@ impl World {
     }
 }
 
-struct Annotator {
-    bias: [f32; 3],
-    noise: f32,
+/// A rater: a bias per attribute and a scale on the rating noise.
+pub(super) struct Annotator {
+    pub(super) bias: [f32; 3],
+    pub(super) noise: f32,
+}
+
+/// `pool` annotators with biases N(0, bias_sd²) and noise scales exp N(0, 0.25²).
+pub(super) fn annotator_pool(r: &mut impl Rng, pool: usize, bias_sd: f32) -> Vec<Annotator> {
+    (0..pool)
+        .map(|_| Annotator {
+            bias: [normal(r) * bias_sd, normal(r) * bias_sd, normal(r) * bias_sd],
+            noise: (normal(r) * 0.25).exp(),
+        })
+        .collect()
 }
 
 struct Speaker {
@@ -213,7 +229,7 @@ struct Speaker {
 
 /// Correlated standard-normal attributes (valence, arousal, dominance): corr(v,a)=0.1,
 /// corr(v,d)=0.2, corr(a,d)=0.7, through a fixed Cholesky factor.
-fn correlated(r: &mut impl Rng) -> [f32; 3] {
+pub(super) fn correlated(r: &mut impl Rng) -> [f32; 3] {
     let (z0, z1, z2) = (normal(r), normal(r), normal(r));
     let l10 = 0.1f32;
     let l11 = (1.0 - l10 * l10).sqrt();
@@ -223,29 +239,47 @@ fn correlated(r: &mut impl Rng) -> [f32; 3] {
     [z0, l10 * z0 + l11 * z1, l20 * z0 + l21 * z1 + l22 * z2]
 }
 
-/// Generates the corpus and the latent truth of every utterance.
-pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
-    let SynthConfig { seed, variant, sizes } = *cfg;
+/// `corpus.json` of a synthetic corpus `synthetic-{name}-v1-seed{seed}`: the provenance is
+/// the generator, seed, variant and sizes, plus the family's constants in `constants` (an
+/// object; keys are sorted when written).
+pub(super) fn synthetic_meta(
+    name: &str,
+    cfg: &SynthConfig,
+    likert_points: u8,
+    mut constants: serde_json::Value,
+) -> CorpusMeta {
+    let fields = constants.as_object_mut().expect("generator constants are a JSON object");
+    fields.insert("generator".into(), "emogate synth v1".into());
+    fields.insert("seed".into(), cfg.seed.into());
+    fields.insert("variant".into(), serde_json::to_value(cfg.variant).expect("variant serialises"));
+    fields.insert("sizes".into(), serde_json::to_value(cfg.sizes).expect("sizes serialise"));
+    CorpusMeta {
+        id: format!("synthetic-{name}-v1-seed{}", cfg.seed),
+        feature_set: "ComParE_2016 (synthetic)".into(),
+        likert_points,
+        provenance: constants,
+    }
+}
+
+/// Refuses sizes the trainer cannot use.
+pub(super) fn check_sizes(sizes: &Sizes) -> Result<(), TrainError> {
     if sizes.train == 0 || sizes.dev == 0 || sizes.test == 0 {
         return Err(TrainError::Config("train, dev and test must each have at least one utterance".into()));
     }
-    let msp = variant == Variant::Msp;
-    let world = if msp { World::new(seed) } else { World::new(seed).shifted(seed) };
-    let vtag: u64 = if msp { 10 } else { 20 };
-    let (points, raters, pool, centre, gain, kappa_gain, nuisance_shift) = if msp {
-        (7u8, 5..=9usize, 400usize, 4.0f32, 0.85f32, 1.0f32, 0.0f32)
-    } else {
-        (5u8, 2..=4usize, 12usize, 3.0f32, 0.7f32, 1.15f32, 0.7f32)
-    };
+    Ok(())
+}
 
-    let mut ar = rng(seed, vtag + 1, 0);
-    let annotators: Vec<Annotator> = (0..pool)
-        .map(|_| Annotator {
-            bias: [normal(&mut ar) * 0.2, normal(&mut ar) * 0.2, normal(&mut ar) * 0.2],
-            noise: (normal(&mut ar) * 0.25).exp(),
-        })
-        .collect();
-
+/// Speakers and utterances of the four splits, speakers disjoint across splits: for each
+/// non-empty split, its speakers from `new_speaker`, then each utterance's speaker drawn
+/// uniformly from them, all from the one stream `sr`. Returns the speakers, the utterances
+/// (ids `{prefix}_{seed}_{split}_{i}`) and each utterance's speaker index.
+pub(super) fn layout<S>(
+    seed: u64,
+    sizes: &Sizes,
+    prefix: &str,
+    sr: &mut ChaCha8Rng,
+    mut new_speaker: impl FnMut(&mut ChaCha8Rng) -> S,
+) -> (Vec<S>, Vec<Utterance>, Vec<usize>) {
     let splits = [
         (Split::Train, sizes.train, sizes.speakers[0]),
         (Split::Dev, sizes.dev, sizes.speakers[1]),
@@ -256,22 +290,16 @@ pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
     let mut utterances = Vec::new();
     let mut spk_of = Vec::new();
     let mut first_speaker = 0usize;
-    let mut sr = rng(seed, vtag + 2, 0);
     for (split, n, n_spk) in splits {
         if n == 0 {
             continue;
         }
         let n_spk = n_spk.clamp(1, n);
         for _ in 0..n_spk {
-            let b = correlated(&mut sr);
-            speakers.push(Speaker {
-                baseline: [b[0] * 0.4, b[1] * 0.4, b[2] * 0.4],
-                voice: std::array::from_fn(|_| normal(&mut sr) + nuisance_shift),
-            });
+            speakers.push(new_speaker(sr));
         }
         for i in 0..n {
             let s = first_speaker + sr.random_range(0..n_spk);
-            let prefix = if msp { "SYN" } else { "SYNX" };
             utterances.push(Utterance {
                 id: format!("{prefix}_{seed}_{}_{i:06}", split.as_str()),
                 speaker: format!("{prefix}-spk{s:04}"),
@@ -281,6 +309,72 @@ pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
         }
         first_speaker += n_spk;
     }
+    (speakers, utterances, spk_of)
+}
+
+/// `k` distinct annotators out of `pool`, in the order drawn.
+pub(super) fn choose_raters(r: &mut impl Rng, k: usize, pool: usize) -> Vec<u32> {
+    let mut chosen: Vec<u32> = Vec::with_capacity(k);
+    while chosen.len() < k {
+        let a = r.random_range(0..pool as u32);
+        if !chosen.contains(&a) {
+            chosen.push(a);
+        }
+    }
+    chosen
+}
+
+/// Fills the row-major `[n, FEATURE_DIMS]` matrix `features` on up to 8 threads; row `i`
+/// comes from `row(i, stream (seed, tag, i), out)`, so the result does not depend on how
+/// many threads there are.
+pub(super) fn fill_rows(
+    features: &mut [f32],
+    seed: u64,
+    tag: u64,
+    row: impl Fn(usize, &mut ChaCha8Rng, &mut [f32]) + Sync,
+) {
+    let n = features.len() / FEATURE_DIMS;
+    let threads = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1).min(8);
+    let rows_per = n.div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        for (t, chunk) in features.chunks_mut(rows_per * FEATURE_DIMS).enumerate() {
+            let row = &row;
+            scope.spawn(move || {
+                for (k, out) in chunk.chunks_mut(FEATURE_DIMS).enumerate() {
+                    let i = t * rows_per + k;
+                    row(i, &mut rng(seed, tag, i as u64), out);
+                }
+            });
+        }
+    });
+}
+
+/// Generates the corpus and the latent truth of every utterance.
+pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
+    let SynthConfig { seed, variant, sizes } = *cfg;
+    check_sizes(&sizes)?;
+    if variant == Variant::Scenes {
+        return Ok(super::synth_scenes::generate(cfg));
+    }
+    let msp = variant == Variant::Msp;
+    let world = if msp { World::new(seed) } else { World::new(seed).shifted(seed) };
+    let vtag: u64 = if msp { 10 } else { 20 };
+    let (points, raters, pool, centre, gain, kappa_gain, nuisance_shift) = if msp {
+        (7u8, 5..=9usize, 400usize, 4.0f32, 0.85f32, 1.0f32, 0.0f32)
+    } else {
+        (5u8, 2..=4usize, 12usize, 3.0f32, 0.7f32, 1.15f32, 0.7f32)
+    };
+
+    let annotators = annotator_pool(&mut rng(seed, vtag + 1, 0), pool, 0.2);
+
+    let prefix = if msp { "SYN" } else { "SYNX" };
+    let (speakers, utterances, spk_of) = layout(seed, &sizes, prefix, &mut rng(seed, vtag + 2, 0), |sr| {
+        let b = correlated(sr);
+        Speaker {
+            baseline: [b[0] * 0.4, b[1] * 0.4, b[2] * 0.4],
+            voice: std::array::from_fn(|_| normal(sr) + nuisance_shift),
+        }
+    });
 
     let n = utterances.len();
     let beta = Beta::new(AMBIGUITY_BETA.0, AMBIGUITY_BETA.1).expect("valid Beta parameters");
@@ -307,14 +401,7 @@ pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
         let mut utt_votes = Vec::new();
         if utt.split != Split::Unlabeled {
             let k = r.random_range(raters.clone());
-            let mut chosen: Vec<u32> = Vec::with_capacity(k);
-            while chosen.len() < k {
-                let a = r.random_range(0..pool as u32);
-                if !chosen.contains(&a) {
-                    chosen.push(a);
-                }
-            }
-            for a in chosen {
+            for a in choose_raters(&mut r, k, pool) {
                 let ann = &annotators[a as usize];
                 let ratings = std::array::from_fn(|d| {
                     let spread = (RATER_NOISE + RATER_NOISE_AMBIGUITY * u) * ann.noise;
@@ -331,31 +418,14 @@ pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
 
     // Features: the expensive part (n × 6,373 × 64), on two threads, each row from its own stream.
     let mut features = vec![0f32; n * FEATURE_DIMS];
-    let threads = std::thread::available_parallelism().map(|p| p.get()).unwrap_or(1).min(8);
-    let rows_per = n.div_ceil(threads).max(1);
-    std::thread::scope(|scope| {
-        for (t, chunk) in features.chunks_mut(rows_per * FEATURE_DIMS).enumerate() {
-            let (world, sources) = (&world, &sources);
-            scope.spawn(move || {
-                for (k, row) in chunk.chunks_mut(FEATURE_DIMS).enumerate() {
-                    let i = t * rows_per + k;
-                    let mut r = rng(seed, vtag + 4, i as u64);
-                    world.features(&sources[i], &mut r, row);
-                }
-            });
-        }
-    });
+    fill_rows(&mut features, seed, vtag + 4, |i, r, row| world.features(&sources[i], r, row));
 
     let name = if msp { "msp" } else { "iemocap" };
-    let meta = CorpusMeta {
-        id: format!("synthetic-{name}-v1-seed{seed}"),
-        feature_set: "ComParE_2016 (synthetic)".into(),
-        likert_points: points,
-        provenance: serde_json::json!({
-            "generator": "emogate synth v1",
-            "seed": seed,
-            "variant": variant,
-            "sizes": sizes,
+    let meta = synthetic_meta(
+        name,
+        cfg,
+        points,
+        serde_json::json!({
             "hidden_units": HIDDEN,
             "sources": SOURCES,
             "kappa": KAPPA.map(|k| k * kappa_gain),
@@ -370,7 +440,7 @@ pub fn generate(cfg: &SynthConfig) -> Result<(Corpus, Vec<Truth>), TrainError> {
             "annotator_pool": pool,
             "nuisance_shift": nuisance_shift,
         }),
-    };
+    );
     let corpus = Corpus { meta, dims: FEATURE_DIMS, utterances, features, votes };
     debug_assert!(corpus.validate().is_ok());
     Ok((corpus, truths))
@@ -426,5 +496,12 @@ mod tests {
         assert_eq!((s.train, s.dev, s.test), (10, 3, Sizes::DEFAULT.test));
         assert_eq!(s.speakers[0], 10);
         assert!(Sizes::parse("bogus=1", Variant::Msp).is_err());
+        // The scenes family has MSP-Podcast's presets.
+        for spec in ["tiny", "default", "paper"] {
+            assert_eq!(
+                Sizes::parse(spec, Variant::Scenes).unwrap(),
+                Sizes::parse(spec, Variant::Msp).unwrap()
+            );
+        }
     }
 }

@@ -20,9 +20,11 @@ pub struct SynthArgs {
     /// `train=N,dev=N,test=N,unlabeled=N`.
     #[arg(long, default_value = "default")]
     pub sizes: String,
-    /// `msp` (7-point votes, ≥ 5 raters, unlabeled pool) or `iemocap` (cross-corpus role:
-    /// 5-point votes, ≥ 2 raters, shifted features).
-    #[arg(long, value_enum, default_value_t = Variant::Msp)]
+    /// `msp` (7-point votes, ≥ 5 raters, unlabeled pool), `iemocap` (cross-corpus role:
+    /// 5-point votes, ≥ 2 raters, shifted features) or `scenes` (a second generative
+    /// family at MSP-Podcast's sizes: sparse attribute features, recording scenes, heavy-tailed
+    /// noise, 5–8 raters who mostly use three of the seven points). `--family` is an alias.
+    #[arg(long, visible_alias = "family", value_enum, default_value_t = Variant::Msp)]
     pub variant: Variant,
     /// Write features as openSMILE-style CSV instead of `.npy`.
     #[arg(long)]
