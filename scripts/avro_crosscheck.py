@@ -122,19 +122,23 @@ def split_framing(data, fp, name):
     return framing_json("raw"), data
 
 
-def read_legacy(directory):
-    writer = load_schema("prediction", strip=True)
-    reader = load_schema("prediction_legacy", strip=True)
-    fp = bytes.fromhex(schema_fingerprint("prediction"))
+def read_files(directory, kind, to_json, reader_schema=None):
+    """Decodes DIR/<kind>-*.bin written with `kind`'s schema, as `reader_schema` if given."""
+    writer = load_schema(kind, strip=True)
+    fp = bytes.fromhex(schema_fingerprint(kind))
     files = {}
-    for path in sorted(Path(directory).glob("prediction-*.bin")):
+    for path in sorted(Path(directory).glob(f"{kind}-*.bin")):
         framing, body = split_framing(path.read_bytes(), fp, path.name)
         stream = io.BytesIO(body)
-        record = fastavro.schemaless_reader(stream, writer, reader)
+        record = fastavro.schemaless_reader(stream, writer, reader_schema)
         if stream.tell() != len(body):
             sys.exit(f"{path.name}: {len(body) - stream.tell()} trailing bytes")
-        files[path.name] = prediction_json(record, framing)
+        files[path.name] = to_json(record, framing)
     return files
+
+
+def read_legacy(directory):
+    return read_files(directory, "prediction", prediction_json, load_schema("prediction_legacy", strip=True))
 
 
 def write_legacy(directory, n, seed):
@@ -155,18 +159,7 @@ def write_legacy(directory, n, seed):
 
 
 def read(directory):
-    files = {}
-    for kind, to_json in (("feature", feature_json), ("prediction", prediction_json)):
-        schema = load_schema(kind, strip=True)
-        fp = bytes.fromhex(schema_fingerprint(kind))
-        for path in sorted(Path(directory).glob(f"{kind}-*.bin")):
-            framing, body = split_framing(path.read_bytes(), fp, path.name)
-            stream = io.BytesIO(body)
-            record = fastavro.schemaless_reader(stream, schema, None)
-            if stream.tell() != len(body):
-                sys.exit(f"{path.name}: {len(body) - stream.tell()} trailing bytes")
-            files[path.name] = to_json(record, framing)
-    return files
+    return {**read_files(directory, "feature", feature_json), **read_files(directory, "prediction", prediction_json)}
 
 
 def random_feature_record(rng, dims):

@@ -183,13 +183,19 @@ fn records_encoded_by_rust_read_identically_in_fastavro() {
         write_file(dir.path(), &name, &bytes);
         expected.insert(name, prediction_json(&prediction, &framing));
     }
-    let report = run(&["read", dir.path().to_str().expect("UTF-8 temp path")]);
-    assert_fingerprints(&report);
+    assert_fingerprints(&assert_script_reads("read", dir.path(), &expected));
+}
+
+/// Runs the script's reading `mode` on `dir` and checks it read exactly `expected`; returns
+/// its report.
+fn assert_script_reads(mode: &str, dir: &Path, expected: &serde_json::Map<String, Value>) -> Value {
+    let report = run(&[mode, dir.to_str().expect("UTF-8 temp path")]);
     let files = report["files"].as_object().expect("files object");
     assert_eq!(files.len(), expected.len());
-    for (name, want) in &expected {
+    for (name, want) in expected {
         assert_same_json(name, &files[name], want);
     }
+    report
 }
 
 #[test]
@@ -236,12 +242,7 @@ fn a_reader_of_the_legacy_schema_decodes_new_records_without_the_uncertainty() {
         }
         expected.insert(name, want);
     }
-    let report = run(&["read-legacy", dir.path().to_str().expect("UTF-8 temp path")]);
-    let files = report["files"].as_object().expect("files object");
-    assert_eq!(files.len(), expected.len());
-    for (name, want) in &expected {
-        assert_same_json(name, &files[name], want);
-    }
+    assert_script_reads("read-legacy", dir.path(), &expected);
 }
 
 #[test]

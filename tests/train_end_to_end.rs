@@ -47,6 +47,17 @@ fn synth_train_quick_export_calibrate() {
         }
     }
 
+    // A head below the floor stops training loudly after saving its checkpoint, before export.
+    let floor = tmp.path().join("floor");
+    let refused = Command::new(env!("CARGO_BIN_EXE_emogate"))
+        .args(["train", "--corpus", s(&corpus), "--out", s(&floor), "--quick", "--min-head-ccc", "0.999"])
+        .args(["--attribute", "arousal"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && stderr.contains("VAE-ER head of arousal did not learn"), "{stderr}");
+    assert!(floor.join("parts/arousal.safetensors").exists() && !floor.join("model.onnx").exists());
+
     // Rust reference forward pass on the weights as written, on 48 test rows.
     let params = onnx::read(&model.join("model.onnx")).unwrap();
     assert_eq!(params.mc_samples, 20);

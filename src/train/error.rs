@@ -45,6 +45,16 @@ pub enum TrainError {
          to calibrate anyway"
     )]
     HarmfulReject { score: String, details: String },
+    /// An uncertainty (VAE-ER) head whose consensus output never tracked the labels on dev:
+    /// its entropy would rank errors at random or backwards (issue 15).
+    #[error(
+        "the VAE-ER head of {attribute} did not learn: dev CCC of its consensus output {ccc:.3} at the \
+         selected joint epoch {epoch}, below the floor {floor}; its entropy would not rank errors. Its \
+         checkpoint is in OUT/parts/ but no model was exported. Try more joint epochs (--joint-epochs), \
+         smaller loss weights on the uncertainty terms (--beta, --gamma), or less dropout \
+         (--dropout-valence / --dropout-arousal-dominance); --min-head-ccc 0 exports it anyway"
+    )]
+    HeadDidNotLearn { attribute: crate::attribute::Attribute, ccc: f64, epoch: usize, floor: f64 },
 }
 
 impl TrainError {

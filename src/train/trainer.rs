@@ -225,6 +225,22 @@ pub struct AttributeReport {
     pub parameters: usize,
 }
 
+impl AttributeReport {
+    /// Dev CCC of the VAE-ER consensus head at the selected joint epoch (NaN without a log).
+    pub fn head_dev_ccc(&self) -> f64 {
+        self.joint.iter().find(|e| e.epoch == self.joint_best_epoch).map_or(f64::NAN, |e| e.dev_ccc)
+    }
+
+    /// Refuses a head whose dev CCC stayed below `floor` (a NaN CCC never passes).
+    pub fn check_head_learned(&self, attribute: Attribute, floor: f64) -> Result<(), TrainError> {
+        let ccc = self.head_dev_ccc();
+        if ccc >= floor {
+            return Ok(());
+        }
+        Err(TrainError::HeadDidNotLearn { attribute, ccc, epoch: self.joint_best_epoch, floor })
+    }
+}
+
 /// One value per training phase.
 #[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct PerPhase<T> {
@@ -655,4 +671,44 @@ pub fn train_attribute(
             parameters,
         },
     ))
+}
+
+#[cfg(test)]
+mod head_floor_tests {
+    use super::*;
+
+    fn report(ccc: &[f64], best: usize) -> AttributeReport {
+        AttributeReport {
+            pretrain_final_loss: 1.0,
+            joint_best_epoch: best,
+            stl_best_epoch: 1,
+            joint: ccc
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| EpochLog { epoch: i + 1, train_loss: 1.0, dev_loss: 1.0, dev_ccc: c })
+                .collect(),
+            stl: Vec::new(),
+            throughput: PerPhase::default(),
+            parameters: 0,
+        }
+    }
+
+    #[test]
+    fn a_head_below_the_floor_at_its_selected_epoch_is_refused_by_name() {
+        // The arousal head: 0.052 → 0.002, selected at epoch 1.
+        let dead = report(&[0.052, 0.01, 0.002], 1);
+        assert!((dead.head_dev_ccc() - 0.052).abs() < 1e-12);
+        let err = dead.check_head_learned(Attribute::Arousal, 0.1).unwrap_err().to_string();
+        assert!(err.contains("arousal") && err.contains("0.052") && err.contains("--joint-epochs"), "{err}");
+        // The selected epoch counts, not the best one seen.
+        let late = report(&[0.05, 0.4, 0.3], 3);
+        assert!(late.check_head_learned(Attribute::Valence, 0.1).is_ok());
+        assert!(report(&[0.4, 0.05], 2).check_head_learned(Attribute::Valence, 0.1).is_err());
+        assert!(
+            report(&[f64::NAN], 1).check_head_learned(Attribute::Dominance, 0.0).is_err(),
+            "NaN never passes"
+        );
+        assert!(report(&[], 0).check_head_learned(Attribute::Dominance, 0.0).is_err(), "no log, no pass");
+        assert!(dead.check_head_learned(Attribute::Arousal, 0.0).is_ok(), "floor 0 keeps it");
+    }
 }

@@ -52,6 +52,10 @@ pub struct TrainArgs {
     /// repeat the exported bank's own draws
     #[arg(long, default_value_t = 7919)]
     pub mc_reference_seed: u64,
+    /// Smallest dev CCC each VAE-ER consensus head must reach, or training stops with an error
+    /// after saving its checkpoint (default 0.1; 0 with --quick)
+    #[arg(long)]
+    pub min_head_ccc: Option<f64>,
     #[command(flatten)]
     pub epochs: EpochArgs,
     #[arg(long)]
@@ -99,6 +103,7 @@ impl From<TrainArgs> for TrainOptions {
             noise_seed: args.noise_seed,
             mc_reference_samples: args.mc_reference_samples,
             mc_reference_seed: args.mc_reference_seed,
+            min_head_ccc: args.min_head_ccc,
             epochs: args.epochs.into(),
             batch: args.batch,
             alpha: args.alpha,
