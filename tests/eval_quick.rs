@@ -81,14 +81,22 @@ fn evaluate_quick_writes_a_consistent_report() {
         // On the model's own world the VAE-ER entropy carries information: the model was
         // trained on this generator (seed 7), so its CCC is well above zero.
         assert!(f(&an["ccc_full"]) > 0.2, "{a}: {}", an["ccc_full"]);
+        // The headline ranks by the score the manifest serves; the paper's entropy curve is kept
+        // beside it in the same format, and both start at the same overall CCC.
+        assert_eq!(an["score"], "uncertainty", "models/default serves the uncertainty");
+        let entropy = an["entropy_curve"].as_array().unwrap();
+        assert_eq!(entropy.len(), curve.len());
+        assert_eq!(entropy[0], curve[0]);
+        assert_ne!(entropy, curve, "{a}: the two rankings differ below 100 %");
+        assert_eq!(an["entropy_quintile_ccc"].as_array().unwrap().len(), 5);
     }
 
-    // Fig. 4: nine pairs; the self pairs are the Fig. 3 curves.
+    // Fig. 4: nine pairs; the self pairs are the Fig. 3 entropy curves.
     let utl = r["utl"].as_array().unwrap();
     assert_eq!(utl.len(), 9);
     for c in utl.iter().filter(|c| c["decided"] == c["source"]) {
         let a = c["decided"].as_str().unwrap();
-        assert_eq!(c["coverage_curve"], r["attributes"][a]["coverage_curve"]);
+        assert_eq!(c["coverage_curve"], r["attributes"][a]["entropy_curve"]);
     }
 
     // Tables: every method × attribute × coverage, two trials each; at 100 % coverage no record
@@ -170,6 +178,8 @@ fn evaluate_quick_writes_a_consistent_report() {
     assert!((ccc - f(&r["attributes"]["valence"]["ccc_full"])).abs() < 1e-6, "{first}");
     for (csv, rows) in [
         ("fig2_quintiles.csv", 15),
+        ("fig2_quintiles_by_entropy.csv", 15),
+        ("fig3_coverage_by_entropy.csv", 3 * 17),
         ("fig4_utl.csv", 9 * 17),
         ("table_within_corpus.csv", 3 * 5 * 8),
         ("table1_cross_corpus.csv", 3 * 5 * 8),

@@ -8,11 +8,12 @@ use std::path::Path;
 use plotters::prelude::*;
 use plotters::style::{register_font, FontStyle};
 
-use super::analysis::AttributeAnalysis;
+use super::analysis::CurvePoint;
 use super::methods::Method;
 use super::report::Report;
 use super::EvalError;
 use crate::attribute::Attribute;
+use crate::uncertainty::ScoreKind;
 
 static FONT: &[u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
 
@@ -128,31 +129,32 @@ pub fn draw_all(report: &Report, dir: &Path) -> Result<Vec<String>, EvalError> {
         files.push(name.to_string());
         Ok(())
     };
-    // Figs. 3 and 2: one line per attribute.
-    let per_attribute =
-        |title: &str, x_label: &str, points: &dyn Fn(&AttributeAnalysis) -> Vec<(f64, f64)>| {
-            vec![Panel {
-                title: title.into(),
-                x_label: x_label.into(),
-                y_label: "CCC".into(),
-                series: report
-                    .attributes
-                    .iter()
-                    .map(|(a, an)| Series { label: a.to_string(), points: points(an) })
-                    .collect(),
-            }]
-        };
+    // Figs. 3 and 2: one line per attribute and ranking (the served score, then the paper's
+    // entropy when the two differ).
+    type Points = dyn Fn(&[CurvePoint], &[f64; 5]) -> Vec<(f64, f64)>;
+    let per_attribute = |title: &str, x_label: &str, points: &Points| {
+        let mut series = Vec::new();
+        for (a, ev) in report.attributes.iter() {
+            let headline = points(&ev.headline.coverage_curve, &ev.headline.quintile_ccc);
+            series.push(Series { label: format!("{a} by {}", ev.score), points: headline });
+            if ev.score != ScoreKind::Entropy {
+                let entropy = points(&ev.entropy_curve, &ev.entropy_quintile_ccc);
+                series.push(Series { label: format!("{a} by entropy"), points: entropy });
+            }
+        }
+        vec![Panel { title: title.into(), x_label: x_label.into(), y_label: "CCC".into(), series }]
+    };
     draw(
         "fig3_coverage.png",
-        per_attribute("CCC vs test coverage (reject by VAE-ER entropy)", "coverage (%)", &|an| {
-            an.coverage_curve.iter().map(|p| (pct(p.coverage), p.ccc)).collect()
+        per_attribute("CCC vs test coverage (reject the least certain)", "coverage (%)", &|curve, _| {
+            curve.iter().map(|p| (pct(p.coverage), p.ccc)).collect()
         }),
         true,
     )?;
     draw(
         "fig2_quintiles.png",
-        per_attribute("CCC per uncertainty quintile", "quintile (1 = most certain)", &|an| {
-            an.quintile_ccc.iter().enumerate().map(|(q, &c)| ((q + 1) as f64, c)).collect()
+        per_attribute("CCC per uncertainty quintile", "quintile (1 = most certain)", &|_, quintiles| {
+            quintiles.iter().enumerate().map(|(q, &c)| ((q + 1) as f64, c)).collect()
         }),
         false,
     )?;

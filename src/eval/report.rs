@@ -6,9 +6,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::analysis::{AttributeAnalysis, TableCell, UtlCurve};
+use super::analysis::{AttributeAnalysis, CurvePoint, TableCell, UtlCurve};
 use super::EvalError;
 use crate::attribute::{Attribute, PerAttribute};
+use crate::uncertainty::ScoreKind;
 
 /// Identity of a corpus in the report.
 #[derive(Debug, Clone, Serialize)]
@@ -93,6 +94,35 @@ pub struct PairCurve {
     pub ccc: Vec<f64>,
 }
 
+/// Figs. 2 and 3 for one attribute of the evaluated model: the headline ranked by the score
+/// the model serves (`score`), and the paper's entropy ranking beside it.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluatedAttribute {
+    #[serde(flatten)]
+    pub headline: AttributeAnalysis,
+    /// The ranking of the headline `coverage_curve` and `quintile_ccc`: what `serve` ranks by
+    /// with this manifest and the default policy.
+    pub score: ScoreKind,
+    /// The same analysis ranked by the VAE-ER entropy (equal to the headline when
+    /// `score = entropy`).
+    pub entropy_curve: Vec<CurvePoint>,
+    pub entropy_quintile_ccc: [f64; 5],
+    pub entropy_relative_gain_at_60: f64,
+}
+
+impl EvaluatedAttribute {
+    /// Pairs the headline analysis (ranked by `score`) with the entropy's.
+    pub fn new(headline: AttributeAnalysis, score: ScoreKind, entropy: AttributeAnalysis) -> Self {
+        EvaluatedAttribute {
+            headline,
+            score,
+            entropy_curve: entropy.coverage_curve,
+            entropy_quintile_ccc: entropy.quintile_ccc,
+            entropy_relative_gain_at_60: entropy.relative_gain_at_60,
+        }
+    }
+}
+
 /// Everything `emogate evaluate` measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -103,8 +133,8 @@ pub struct Report {
     pub model: ModelInfo,
     pub settings: Settings,
     /// The evaluated model on the test split: Fig. 2 and Fig. 3 per attribute (predictions:
-    /// the STL `value` output; uncertainty: the attribute's own VAE-ER entropy).
-    pub attributes: PerAttribute<AttributeAnalysis>,
+    /// the STL `value` output; ranked by the attribute's own served score, and by its entropy).
+    pub attributes: PerAttribute<EvaluatedAttribute>,
     /// Fig. 4: every (decided, source) pair on the test split.
     pub utl: Vec<UtlCurve>,
     /// Tables I–III over the trials: `within_corpus` (test split, baselines and ablations),
@@ -147,14 +177,18 @@ impl Report {
             "model {}@{} on {} ({} test records)",
             self.model.id, self.model.version, self.corpus.id, self.corpus.records
         );
-        for (a, an) in self.attributes.iter() {
+        for (a, ev) in self.attributes.iter() {
+            let an = &ev.headline;
             let _ = writeln!(
                 s,
-                "  {a:<10} CCC 100% {:.3}  60% {:.3} ({:+.1}%)  quintiles {}",
+                "  {a:<10} CCC 100% {:.3}  60% {:.3} ({:+.1}%)  quintiles {}  (by {}; by entropy {:+.1}%, quintiles {})",
                 an.ccc_full,
                 super::analysis::ccc_at(&an.coverage_curve, 0.6),
                 an.relative_gain_at_60 * 100.0,
-                an.quintile_ccc.map(|q| format!("{q:.3}")).join(" / ")
+                an.quintile_ccc.map(|q| format!("{q:.3}")).join(" / "),
+                ev.score,
+                ev.entropy_relative_gain_at_60 * 100.0,
+                ev.entropy_quintile_ccc.map(|q| format!("{q:.3}")).join(" / ")
             );
         }
         let mut tables: Vec<&str> = self.tables.iter().map(|c| c.table.as_str()).collect();
@@ -185,21 +219,43 @@ impl Report {
         std::fs::write(&path, json + "\n").map_err(EvalError::io(&path))?;
         let mut files = vec!["report.json".to_string()];
 
-        let fig3 = self.attributes.iter().flat_map(|(a, an)| {
-            an.coverage_curve.iter().map(move |p| format!("{a},{},{},{}", p.coverage, p.n, fmt(p.ccc)))
+        let fig3 = self.attributes.iter().flat_map(|(a, ev)| {
+            ev.headline
+                .coverage_curve
+                .iter()
+                .map(move |p| format!("{a},{},{},{}", p.coverage, p.n, fmt(p.ccc)))
         });
         write_csv(dir, "fig3_coverage.csv", "attribute,coverage,n,ccc", fig3)?;
-        let fig2 = self.attributes.iter().flat_map(|(a, an)| {
+        let fig3_entropy = self.attributes.iter().flat_map(|(a, ev)| {
+            ev.entropy_curve.iter().map(move |p| format!("{a},{},{},{}", p.coverage, p.n, fmt(p.ccc)))
+        });
+        write_csv(dir, "fig3_coverage_by_entropy.csv", "attribute,coverage,n,ccc", fig3_entropy)?;
+        let fig2 = self.attributes.iter().flat_map(|(a, ev)| {
+            let an = &ev.headline;
             (0..5).map(move |q| format!("{a},{},{},{}", q + 1, an.quintile_sizes[q], fmt(an.quintile_ccc[q])))
         });
         write_csv(dir, "fig2_quintiles.csv", "attribute,quintile,n,ccc", fig2)?;
+        let fig2_entropy = self.attributes.iter().flat_map(|(a, ev)| {
+            let n = ev.headline.quintile_sizes;
+            (0..5).map(move |q| format!("{a},{},{},{}", q + 1, n[q], fmt(ev.entropy_quintile_ccc[q])))
+        });
+        write_csv(dir, "fig2_quintiles_by_entropy.csv", "attribute,quintile,n,ccc", fig2_entropy)?;
         let fig4 = self.utl.iter().flat_map(|c| {
             c.coverage_curve
                 .iter()
                 .map(move |p| format!("{},{},{},{}", c.decided, c.source, p.coverage, fmt(p.ccc)))
         });
         write_csv(dir, "fig4_utl.csv", "attribute,uncertainty_source,coverage,ccc", fig4)?;
-        files.extend(["fig3_coverage.csv", "fig2_quintiles.csv", "fig4_utl.csv"].map(String::from));
+        files.extend(
+            [
+                "fig3_coverage.csv",
+                "fig3_coverage_by_entropy.csv",
+                "fig2_quintiles.csv",
+                "fig2_quintiles_by_entropy.csv",
+                "fig4_utl.csv",
+            ]
+            .map(String::from),
+        );
 
         for (table, file) in [
             ("within_corpus", "table_within_corpus.csv"),

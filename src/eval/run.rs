@@ -9,17 +9,22 @@ use indicatif::MultiProgress;
 
 use super::analysis::{self, TableCell, TABLE_COVERAGES};
 use super::methods::{self, Method, MethodInputs, MethodOutput};
-use super::report::{CorpusInfo, CrossCorpus, Fold, MethodCost, ModelInfo, PairCurve, Report, Settings};
+use super::report::{
+    CorpusInfo, CrossCorpus, EvaluatedAttribute, Fold, MethodCost, ModelInfo, PairCurve, Report, Settings,
+};
 use super::{plot, EvalError};
 use crate::attribute::{Attribute, PerAttribute};
+use crate::config::PolicyConfig;
 use crate::model::manifest::{Manifest, MODEL_FILE};
 use crate::model::NoiseBank;
+use crate::policy::RejectPolicy;
 use crate::train::calibrate;
 use crate::train::commands::{load_corpus, now_rfc3339, EpochOptions};
 use crate::train::corpus::{Corpus, Split};
 use crate::train::serving::{self, Normalizer};
 use crate::train::trainer::{self, Prepared, SplitData, TrainConfig};
 use crate::train::{onnx, TrainError};
+use crate::uncertainty::ScoreKind;
 
 /// Folds of the cross-corpus evaluation (two test speakers each on IEMOCAP's ten).
 pub const CROSS_FOLDS: usize = 5;
@@ -272,7 +277,19 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Report, EvalError> {
     let truth = truths(&corpus, &test_rows);
     let value = PerAttribute::from_fn(|a| out[a].value.clone());
     let entropy = PerAttribute::from_fn(|a| out[a].entropy.clone());
-    let attributes = PerAttribute::try_from_fn(|a| analysis::analyse(&value[a], &truth[a], &entropy[a]))?;
+    // The headline ranks by the score `serve` would use with this manifest (default policy),
+    // the paper's entropy beside it (issue 15: both series in Figs. 2 and 3).
+    let score = RejectPolicy::score_for(&PolicyConfig::default(), &manifest)
+        .map_err(|e| EvalError::Config(e.to_string()))?;
+    let served = match (&manifest.uncertainty_profile, score) {
+        (Some(profiles), ScoreKind::Uncertainty) => calibrate::served_uncertainty(profiles, &out),
+        _ => entropy.clone(),
+    };
+    let attributes = PerAttribute::try_from_fn(|a| {
+        let by_entropy = analysis::analyse(&value[a], &truth[a], &entropy[a])?;
+        let headline = analysis::analyse(&value[a], &truth[a], &served[a])?;
+        Ok::<_, EvalError>(EvaluatedAttribute::new(headline, score, by_entropy))
+    })?;
     let utl = analysis::utl_matrix(&value, &truth, &entropy)?;
 
     let base_cfg = opts.train_config(opts.seed);
