@@ -175,7 +175,7 @@ impl fmt::Display for DemoSummary {
             ScoreKind::Entropy => "entropy, nats",
             ScoreKind::Uncertainty => "uncertainty",
         };
-        human::row(f, &format!("thresholds ({unit})"), thresholds)?;
+        human::row(f, "thresholds", format!("{unit}: {thresholds}"))?;
         let records =
             format!("{} synthetic + {} malformed", count(self.options.records as u64), self.bad_sent);
         human::row(f, "records in", records)?;
