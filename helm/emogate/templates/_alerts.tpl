@@ -92,4 +92,16 @@ Argument: the root context. Output: a YAML list of rule groups.
       annotations:
         summary: {{ `emogate pod {{ $labels.pod }} runs on {{ $labels.provider }} after falling back` | quote }}
         description: {{ `execution_provider = "auto" could not use CUDA on {{ $labels.pod }} and runs on {{ $labels.provider }}; expect lower throughput. The pod log says why (driver, library, no GPU).` | quote }}
+    - alert: EmogateHarmfulRejectOption
+      expr: |-
+        min by (namespace, job, attribute) (emogate_calibration_dev_gain_ratio{ {{- $sel -}} }) < 0
+      for: 5m
+      labels:
+        severity: warning
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate's reject option lowers {{ $labels.attribute }}'s CCC on dev` | quote }}
+        description: {{ `The model served by {{ $labels.namespace }}/{{ $labels.job }} was calibrated with --allow-harmful-reject: on its dev split, keeping the 60 % most certain {{ $labels.attribute }} predictions gave a lower CCC than keeping all ({{ $value | humanizePercentage }}), so accepted {{ $labels.attribute }} values are not more reliable. Retrain or decide by another attribute; see docs/operations.md (model upgrades).` | quote }}
 {{- end }}
