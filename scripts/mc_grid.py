@@ -32,9 +32,8 @@ import sys
 import time
 
 import numpy as np
-import onnxruntime as ort
 
-from mc_study import split_rows
+from mc_study import run_outputs, split_rows
 
 ATTRIBUTES = ("valence", "arousal", "dominance")
 BANKS = ("gaussian", "antithetic", "sobol")
@@ -53,23 +52,9 @@ def export(args, bank, s, seed, name=None):
 
 
 def outputs(model_dir, features, split, threads):
-    """Per attribute: value and entropy on the split (cached)."""
-    cache = os.path.join(model_dir, f"grid_{split}.npz")
-    if os.path.exists(cache):
-        data = np.load(cache)
-        return {k: data[k] for k in data.files}
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"])
+    """Per attribute: value and entropy on the split (cached next to the model)."""
     names = [f"{a}_{k}" for a in ATTRIBUTES for k in ("value", "entropy")]
-    parts = {n: [] for n in names}
-    for start in range(0, len(features), 64):
-        x = np.ascontiguousarray(features[start:start + 64], dtype=np.float32)
-        for n, v in zip(names, sess.run(names, {"features": x})):
-            parts[n].append(v.reshape(-1))
-    out = {n: np.concatenate(v) for n, v in parts.items()}
-    np.savez(cache, **out)
-    return out
+    return run_outputs(model_dir, features, names, f"grid_{split}.npz", threads, 64)[0]
 
 
 def served_uncertainty(manifest, out):

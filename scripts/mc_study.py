@@ -36,25 +36,32 @@ def split_rows(corpus, split):
         return np.array([index[r["utterance_id"]] for r in csv.DictReader(f) if r["split"] == split])
 
 
-def entropies(model_dir, features, split, threads, batch):
-    cache = os.path.join(model_dir, f"study_{split}.npz")
+def run_outputs(model_dir, features, names, cache, threads, batch):
+    """The graph's `names` outputs on `features` (plain onnxruntime, CPU) and the seconds it
+    took, cached as `cache` next to the model (mc_grid.py uses it too)."""
+    cache = os.path.join(model_dir, cache)
     if os.path.exists(cache):
         data = np.load(cache)
-        return {a: data[a] for a in ATTRIBUTES}, float(data["seconds"])
+        return {n: data[n] for n in names}, float(data["seconds"])
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(os.path.join(model_dir, "model.onnx"), opts, providers=["CPUExecutionProvider"])
-    names = [f"{a}_entropy" for a in ATTRIBUTES]
-    out = {a: [] for a in ATTRIBUTES}
+    parts = {n: [] for n in names}
     t0 = time.perf_counter()
     for start in range(0, len(features), batch):
         x = np.ascontiguousarray(features[start : start + batch], dtype=np.float32)
-        for a, h in zip(ATTRIBUTES, sess.run(names, {"features": x})):
-            out[a].append(h.reshape(-1))
+        for n, v in zip(names, sess.run(names, {"features": x})):
+            parts[n].append(v.reshape(-1))
     seconds = time.perf_counter() - t0
-    out = {a: np.concatenate(v) for a, v in out.items()}
+    out = {n: np.concatenate(v) for n, v in parts.items()}
     np.savez(cache, seconds=seconds, **out)
     return out, seconds
+
+
+def entropies(model_dir, features, split, threads, batch):
+    names = [f"{a}_entropy" for a in ATTRIBUTES]
+    out, seconds = run_outputs(model_dir, features, names, f"study_{split}.npz", threads, batch)
+    return {a: out[f"{a}_entropy"] for a in ATTRIBUTES}, seconds
 
 
 def thresholds(model_dir, coverage):

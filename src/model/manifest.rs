@@ -264,28 +264,20 @@ impl Manifest {
                 p.validate().map_err(|e| format!("uncertainty_profile.{a}: {e}"))?;
             }
         }
+        // Uncertainty thresholds (per attribute or per record rule) need the profile that
+        // defines the score, and no threshold may be NaN (it would reject everything).
         for t in &self.thresholds {
-            let Some(u) = &t.uncertainty else { continue };
-            if self.uncertainty_profile.is_none() {
-                return Err(format!(
-                    "uncertainty thresholds at coverage {} without an `uncertainty_profile`",
-                    t.coverage
-                ));
-            }
-            if let Some((a, _)) = u.iter().find(|(_, v)| v.is_nan()) {
-                return Err(format!("uncertainty threshold for {a} at coverage {} is NaN", t.coverage));
-            }
-        }
-        for t in &self.thresholds {
-            for r in &t.record {
-                if r.score == ScoreKind::Uncertainty && self.uncertainty_profile.is_none() {
+            let sets = t.uncertainty.iter().map(|u| ("uncertainty", ScoreKind::Uncertainty, u));
+            let records = t.record.iter().map(|r| ("record", r.score, &r.thresholds));
+            for (what, score, thresholds) in sets.chain(records) {
+                if score == ScoreKind::Uncertainty && self.uncertainty_profile.is_none() {
                     return Err(format!(
-                        "record thresholds by uncertainty at coverage {} without a profile",
+                        "{what} thresholds by uncertainty at coverage {} without an `uncertainty_profile`",
                         t.coverage
                     ));
                 }
-                if let Some((a, _)) = r.thresholds.iter().find(|(_, v)| v.is_nan()) {
-                    return Err(format!("record threshold for {a} at coverage {} is NaN", t.coverage));
+                if let Some((a, _)) = thresholds.iter().find(|(_, v)| v.is_nan()) {
+                    return Err(format!("{what} threshold for {a} at coverage {} is NaN", t.coverage));
                 }
             }
         }

@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
 
-use crate::attribute::{Attribute, PerAttribute};
+use crate::attribute::PerAttribute;
 use crate::codec::{Decision, EmotionPrediction, FeatureDecoder, Framing};
 use crate::config::{Config, DeliveryMode};
 use crate::lifecycle::StageContext;
@@ -133,14 +133,15 @@ fn warn_if_reject_hurts(
     score: crate::uncertainty::ScoreKind,
     metrics: &crate::telemetry::Metrics,
 ) {
-    let Some(gains) = manifest.calibration.as_ref().and_then(|c| c.gains(score)) else {
+    let Some((calibration, gains)) = manifest.calibration.as_ref().and_then(|c| Some((c, c.gains(score)?)))
+    else {
         tracing::info!(%score, "the manifest records no dev reject gains for this score (calibrated before they were recorded)");
         return;
     };
     for (a, gain) in gains.iter() {
         metrics.calibration_dev_gain.with_label_values(&[a.as_str()]).set(*gain);
     }
-    for a in Attribute::ALL.into_iter().filter(|&a| crate::model::Calibration::hurts(gains[a])) {
+    for a in calibration.harmful(score) {
         tracing::warn!(
             attribute = %a,
             %score,

@@ -321,14 +321,17 @@ impl DevCalibration {
 /// The attributes for which keeping the most certain 60 % gives a lower dev CCC than keeping
 /// everything (or no CCC at all), with a readable account of each; empty when rejecting helps
 /// or is neutral for all three.
+///
+/// Judged on the recorded gain ([`gains_at_60`], [`Calibration::hurts`]), the same rule
+/// `serve` warns by, so the refusal and the start-up warning cannot disagree.
 pub fn harmful_attributes(dev: &PerAttribute<AttributeEval>) -> Vec<(Attribute, String)> {
+    let gains = gains_at_60(dev);
     Attribute::ALL
         .into_iter()
-        .filter_map(|a| {
+        .filter(|&a| Calibration::hurts(gains[a]))
+        .map(|a| {
             let (full, at) = (dev[a].ccc_full, dev[a].ccc_at(GAIN_COVERAGE));
-            // A NaN CCC must not pass as harmless.
-            (at.is_nan() || full.is_nan() || at < full)
-                .then(|| (a, format!("{a} CCC {full:.3} at 100 % coverage but {at:.3} at 60 %")))
+            (a, format!("{a} CCC {full:.3} at 100 % coverage but {at:.3} at 60 %"))
         })
         .collect()
 }
