@@ -377,6 +377,11 @@ pub fn calibrate_model(
         tracing::warn!(%details, %score, "calibrating a reject option that hurts on dev (--allow-harmful-reject)");
     }
     manifest.thresholds = merge_thresholds(&manifest.thresholds, fit.thresholds.clone());
+    if manifest.uncertainty_profile.as_ref() != Some(&fit.profiles) {
+        // The export's test figures ranked by the old profile's score; calibrate has no test
+        // pass to replace them, so they go rather than describe another score.
+        manifest.metrics.remove("test_uncertainty");
+    }
     manifest.uncertainty_profile = Some(fit.profiles.clone());
     manifest.metrics.insert(
         "dev_uncertainty".into(),
