@@ -119,10 +119,14 @@ default-model: deps
 	cargo run $(TEST_FLAGS) -- train --corpus corpora/synth-default --out models/default \
 		--attribute valence --weights-from models/default --joint-epochs 20 --dropout-valence 0.2
 
-## evaluate: the documented evaluation run into docs/results/ (docs/evaluation.md): the paper's
-## figures and tables, baselines and ablations over EVAL_ARGS' trials (about an hour on 2 cores;
-## `EVAL_ARGS="--trials 10"` is the paper's protocol at the trainer's full schedule, many hours)
-EVAL_ARGS ?= --trials 3 --pretrain-epochs 1 --joint-epochs 2 --stl-epochs 15
+## evaluate: the documented evaluation into docs/results/ (docs/evaluation.md): the paper's
+## figures and tables, baselines and ablations, every method on the trainer's full schedule
+## (VAE family 3 + 12 epochs, MCD/STL 40), 10 trials (the paper's protocol). Resumable: each
+## finished (trial, method) lands in docs/results/trials/ as it completes; a run stops starting
+## new work after EVAL_MINUTES, and the next `make evaluate` continues (commit the directory).
+EVAL_TRIALS ?= 10
+EVAL_MINUTES ?= 150
+EVAL_ARGS ?= --trials $(EVAL_TRIALS) --resume docs/results/trials --max-minutes $(EVAL_MINUTES)
 evaluate: deps
 	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-default
 	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-iemocap --variant iemocap

@@ -44,6 +44,17 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
+/// Seconds as the largest two units a person reads at a glance: `42 s`, `7 min 05 s`,
+/// `2 h 03 min`.
+pub fn duration(seconds: f64) -> String {
+    let s = if seconds.is_finite() { seconds.max(0.0).round() as u64 } else { 0 };
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min {:02} s", s / 60, s % 60),
+        _ => format!("{} h {:02} min", s / 3600, s % 3600 / 60),
+    }
+}
+
 /// One line of a summary: two spaces, the label padded to [`LABEL_WIDTH`], the value.
 pub fn row(f: &mut impl Write, label: &str, value: impl Display) -> fmt::Result {
     writeln!(f, "  {label:<LABEL_WIDTH$} {value}")
@@ -52,6 +63,14 @@ pub fn row(f: &mut impl Write, label: &str, value: impl Display) -> fmt::Result 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_keep_two_units() {
+        assert_eq!(duration(41.6), "42 s");
+        assert_eq!(duration(425.0), "7 min 05 s");
+        assert_eq!(duration(7380.0), "2 h 03 min");
+        assert_eq!(duration(f64::NAN), "0 s");
+    }
 
     #[test]
     fn separators_units_and_rows() {

@@ -7,6 +7,7 @@
 //! |---|---|---|
 //! | [`attribute`] | the three emotional attributes and a per-attribute container | pure |
 //! | [`human`] | number, unit and label formatting for the summaries people read | pure |
+//! | [`durable`] | whole-file replacement that survives a crash (temp → fsync → rename → fsync dir) | files |
 //! | [`codec`] | Avro schemas, wire framing (Confluent / single-object / raw), fast feature decoding, prediction encoding | pure |
 //! | [`uncertainty`] | soft labels, entropy, CCC, coverage curves, uncertainty quintiles | pure |
 //! | [`model`] | ONNX Runtime: library discovery and loading, manifest, execution provider choice, session pool, batch inference | ORT |
@@ -36,6 +37,7 @@ pub mod archive;
 pub mod attribute;
 pub mod codec;
 pub mod config;
+pub mod durable;
 #[cfg(feature = "train")]
 pub mod eval;
 pub mod human;

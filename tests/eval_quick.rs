@@ -212,3 +212,104 @@ fn evaluate_refuses_unknown_methods_with_the_list() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown method `bogus`") && err.contains("mcd_mtl"), "{err}");
 }
+
+/// JSON files (stored runs) under a trial directory's `trials/`.
+fn stored_runs(dir: &Path) -> usize {
+    let Ok(seeds) = std::fs::read_dir(dir.join("trials")) else { return 0 };
+    seeds
+        .filter_map(Result::ok)
+        .filter_map(|d| std::fs::read_dir(d.path()).ok())
+        .flat_map(|files| files.filter_map(Result::ok))
+        .filter(|f| f.file_name().to_string_lossy().ends_with(".json"))
+        .count()
+}
+
+#[test]
+fn evaluate_killed_after_one_trial_resumes_to_the_same_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (main, cross) = (tmp.path().join("main"), tmp.path().join("cross"));
+    emogate(&["synth", "--out", s(&main), "--sizes", "train=96,dev=40,test=100,unlabeled=48", "--seed", "7"]);
+    emogate(&[
+        "synth",
+        "--out",
+        s(&cross),
+        "--variant",
+        "iemocap",
+        "--sizes",
+        "train=80,dev=30,test=30",
+        "--seed",
+        "7",
+    ]);
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    let command = |resume: &Path, out: &Path, mc: &str| -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_emogate"));
+        c.args(["evaluate", "--model", s(&model), "--corpus", s(&main), "--cross-corpus", s(&cross)])
+            .args(["--out", s(out), "--resume", s(resume), "--quick", "--mc-samples", mc])
+            .args(["--methods", "vae_er,mcd", "--trials", "3", "--no-plots"]);
+        c
+    };
+    let run = |resume: &Path, out: &Path| {
+        let o = command(resume, out, "8").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
+
+    // The uninterrupted run.
+    let printed = run(&whole, &tmp.path().join("out-whole"));
+    assert!(printed.contains("trials complete: 3 of 3 (6 run(s) trained now, 0 read"), "{printed}");
+    assert!(printed.contains("VAE-ER vs each method at 60% coverage"), "{printed}");
+
+    // The same evaluation killed (SIGKILL) as soon as trial 1 is stored.
+    let out_parts = tmp.path().join("out-parts");
+    let mut child = command(&parts, &out_parts, "8")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while stored_runs(&parts) < 2 {
+        assert!(child.try_wait().unwrap().is_none(), "the run ended before it could be killed");
+        assert!(t0.elapsed() < std::time::Duration::from_secs(600), "trial 1 never finished");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let stored = stored_runs(&parts);
+    assert!((2..6).contains(&stored), "killed part-way: {stored} of 6 runs stored");
+    assert!(!out_parts.join("report.json").exists(), "the killed run wrote no report");
+
+    // Resumed: the stored runs are read, the rest trained, and the report is the same.
+    let printed = run(&parts, &out_parts);
+    assert!(
+        printed
+            .contains(&format!("trials complete: 3 of 3 ({} run(s) trained now, {stored} read", 6 - stored)),
+        "{printed}"
+    );
+    let report = |out: &Path| -> Value {
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
+    };
+    let (a, b) = (report(&tmp.path().join("out-whole")), report(&out_parts));
+    for key in ["tables", "attributes", "utl", "cross_corpus"] {
+        assert_eq!(a[key], b[key], "{key} differs between the uninterrupted and the resumed run");
+    }
+    assert_eq!(a["settings"]["seeds"], serde_json::json!([1, 2, 3]));
+    assert_eq!(a["settings"]["seeds"], b["settings"]["seeds"]);
+    assert_eq!(b["settings"]["schedules"].as_array().unwrap().len(), 2, "each method's schedule is stated");
+
+    // Another evaluation (here: other MC samples) is refused in that directory, naming why.
+    let o = command(&parts, &out_parts, "4").output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("holds trials of a different evaluation") && err.contains("mc_samples"), "{err}");
+
+    // A budget of zero minutes starts no run: no report, and the way to continue is printed.
+    let printed = command(&tmp.path().join("budget"), &tmp.path().join("out-budget"), "8")
+        .args(["--max-minutes", "0"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(printed.status.success(), "{}", String::from_utf8_lossy(&printed.stderr));
+    assert!(text.contains("trials complete: 0 of 3") && text.contains("stopped at --max-minutes"), "{text}");
+    assert!(!tmp.path().join("out-budget/report.json").exists());
+}

@@ -6,10 +6,12 @@
 //! sink implements the same trait with the same guarantees and no temp-file dance; the
 //! archive's file size is bounded by the roll policy, so holding one file in memory is fine.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Write};
+use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::durable::{self, failed, DurableError};
 
 /// A put that failed.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +32,12 @@ pub enum SinkError {
         "invalid archive key {0:?}: expected a relative `/`-separated path without `.`, `..` or empty parts"
     )]
     InvalidKey(String),
+}
+
+impl From<DurableError> for SinkError {
+    fn from(e: DurableError) -> Self {
+        SinkError::Io { op: e.op, path: e.path, source: e.source }
+    }
 }
 
 /// Durable, atomic storage for finished archive files.
@@ -88,16 +96,16 @@ impl LocalFsSink {
     /// Creates `dir` (under the root) one level at a time, fsyncing each new entry's parent.
     fn ensure_dirs(&self, dirs: &[&str]) -> Result<PathBuf, SinkError> {
         if !self.root.is_dir() {
-            fs::create_dir_all(&self.root).map_err(io_err("create directory", &self.root))?;
+            fs::create_dir_all(&self.root).map_err(failed("create directory", &self.root))?;
         }
         let mut path = self.root.clone();
         for part in dirs {
             let parent = path.clone();
             path.push(part);
             match fs::create_dir(&path) {
-                Ok(()) => sync_dir(&parent)?,
+                Ok(()) => durable::sync_dir(&parent)?,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && path.is_dir() => {}
-                Err(e) => return Err(io_err("create directory", &path)(e)),
+                Err(e) => return Err(failed("create directory", &path)(e).into()),
             }
         }
         Ok(path)
@@ -112,37 +120,12 @@ impl ArchiveSink for LocalFsSink {
         let target = dir.join(name);
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let temp = dir.join(format!(".{name}.{}-{seq}.tmp", std::process::id()));
-
-        let written = write_durably(&temp, data)
-            .and_then(|()| fs::rename(&temp, &target).map_err(io_err("rename to final name", &target)));
-        if let Err(e) = written {
-            // Best effort: the temp file is invisible to readers either way.
-            let _ = fs::remove_file(&temp);
-            return Err(e);
-        }
-        sync_dir(&dir)
+        Ok(durable::replace_file(&target, &temp, data)?)
     }
 
     fn location(&self, key: &str) -> String {
         self.root.join(key).display().to_string()
     }
-}
-
-/// Writes `data` to a new file at `path` and fsyncs it.
-fn write_durably(path: &Path, data: &[u8]) -> Result<(), SinkError> {
-    let mut file =
-        OpenOptions::new().write(true).create_new(true).open(path).map_err(io_err("create", path))?;
-    file.write_all(data).map_err(io_err("write", path))?;
-    file.sync_all().map_err(io_err("fsync", path))
-}
-
-/// Fsyncs a directory so entries created or renamed in it are durable.
-fn sync_dir(dir: &Path) -> Result<(), SinkError> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("fsync directory", dir))
-}
-
-fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> SinkError + 'a {
-    move |source| SinkError::Io { op, path: path.to_path_buf(), source }
 }
 
 /// Every file below `root`, relative and sorted (tests check what a sink left behind).

@@ -176,6 +176,40 @@ pub fn mark_significance(cells: &mut [TableCell], proposed: &str) {
     }
 }
 
+/// Per (table, attribute, source) at `coverage`: the methods `proposed` beats (one-tailed
+/// Welch, p ≤ [`stats::ALPHA`]) and those it does not, each with its p-value ("n/a" where the
+/// test is undefined), so the report says plainly, per cell, which comparisons are won.
+pub fn verdicts(cells: &[TableCell], coverage: f64, proposed: &str) -> Vec<String> {
+    let at = |c: &&TableCell| (c.coverage - coverage).abs() < 1e-9;
+    let mut groups: Vec<(&str, Attribute, Attribute)> = Vec::new();
+    for c in cells.iter().filter(at) {
+        let key = (c.table.as_str(), c.attribute, c.uncertainty_source);
+        if !groups.contains(&key) {
+            groups.push(key);
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(table, attribute, source)| {
+            let (mut beats, mut not) = (Vec::new(), Vec::new());
+            for c in cells
+                .iter()
+                .filter(at)
+                .filter(|c| c.table == table && c.attribute == attribute && c.uncertainty_source == source)
+            {
+                match c.p_proposed_better {
+                    Some(p) if p <= stats::ALPHA => beats.push(format!("{} (p {p:.3})", c.method)),
+                    Some(p) => not.push(format!("{} (p {p:.3})", c.method)),
+                    None if c.method != proposed => not.push(format!("{} (p n/a)", c.method)),
+                    None => {}
+                }
+            }
+            let list = |v: &[String]| if v.is_empty() { "none".to_string() } else { v.join(", ") };
+            format!("{table} {attribute} by {source}: beats {}; does not beat {}", list(&beats), list(&not))
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -266,5 +300,28 @@ mod tests {
         assert!(cells[0].best && cells[0].significant);
         assert!(!cells[1].best);
         assert!((cells[1].mean - 0.515).abs() < 1e-12);
+    }
+
+    #[test]
+    fn verdicts_name_won_and_lost_comparisons_per_cell() {
+        let mut cells = vec![
+            cell("vae_er", vec![0.60, 0.62, 0.61, 0.63]),
+            cell("mcd", vec![0.50, 0.52, 0.51, 0.53]),
+            cell("mcd_soft", vec![0.59, 0.63, 0.58, 0.62]),
+            cell("no_vae", vec![0.6]),
+        ];
+        mark_significance(&mut cells, "vae_er");
+        let lines = verdicts(&cells, 0.6, "vae_er");
+        assert_eq!(lines.len(), 1, "one group: {lines:?}");
+        let p = |i: usize| cells[i].p_proposed_better.unwrap();
+        assert_eq!(
+            lines[0],
+            format!(
+                "t valence by valence: beats mcd (p {:.3}); does not beat mcd_soft (p {:.3}), no_vae (p n/a)",
+                p(1),
+                p(2)
+            )
+        );
+        assert!(verdicts(&cells, 0.8, "vae_er").is_empty(), "no cells at 80 %");
     }
 }

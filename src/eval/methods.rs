@@ -314,6 +314,68 @@ fn decoder_count(net: &VaeEr) -> usize {
         .sum()
 }
 
+/// One training phase of a method's schedule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Phase {
+    pub name: &'static str,
+    /// What the phase trains on.
+    pub data: &'static str,
+    pub epochs: usize,
+    pub batch: usize,
+    pub learning_rate: f64,
+}
+
+/// How a method is trained in every trial, stated in the report so a reader can check that
+/// every method family got its full schedule and the same model selection.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct MethodSchedule {
+    pub method: &'static str,
+    pub phases: Vec<Phase>,
+    /// Which epoch's weights are kept.
+    pub selection: &'static str,
+    /// Epochs without a better dev loss before stopping (0: every epoch runs).
+    pub patience: usize,
+}
+
+/// The schedule `method` trains with under the trial configuration `cfg` (both families go
+/// through the trainer's one epoch loop, so selection and early stopping are the same).
+pub fn schedule(method: Method, cfg: &TrainConfig) -> MethodSchedule {
+    let phases = match method {
+        Method::Mcd | Method::McdSoft | Method::McdMtl => vec![Phase {
+            name: "supervised DNN",
+            data: "train split",
+            epochs: cfg.stl_epochs,
+            batch: cfg.stl_batch,
+            learning_rate: cfg.lr_stl,
+        }],
+        _ => {
+            let c = vae_config(method, cfg);
+            vec![
+                Phase {
+                    name: "VAE pre-training",
+                    data: "unlabeled pool",
+                    epochs: c.pretrain_epochs,
+                    batch: c.batch,
+                    learning_rate: c.lr_pretrain,
+                },
+                Phase {
+                    name: "joint VAE-ER",
+                    data: "train split",
+                    epochs: c.joint_epochs,
+                    batch: c.batch,
+                    learning_rate: c.lr_joint,
+                },
+            ]
+        }
+    };
+    MethodSchedule {
+        method: method.name(),
+        phases,
+        selection: "the epoch with the lowest dev loss of the method's own objective",
+        patience: cfg.patience,
+    }
+}
+
 /// The trial's configuration changed as the method requires.
 pub fn vae_config(method: Method, base: &TrainConfig) -> TrainConfig {
     let mut cfg = base.clone();
@@ -443,6 +505,18 @@ mod tests {
         assert!(!ae.latent_sampling && ae.decoder_dropout && ae.reconstruction == Reconstruction::Mse);
         let same = vae_config(Method::VaeEr, &base);
         assert_eq!(serde_json::to_value(&same).unwrap(), serde_json::to_value(&base).unwrap());
+    }
+
+    #[test]
+    fn schedules_state_each_familys_epochs_and_one_selection_rule() {
+        let base = TrainConfig::standard(1);
+        let vae = schedule(Method::VaeEr, &base);
+        let epochs: Vec<usize> = vae.phases.iter().map(|p| p.epochs).collect();
+        assert_eq!(epochs, [base.pretrain_epochs, base.joint_epochs]);
+        let mcd = schedule(Method::McdMtl, &base);
+        assert_eq!(mcd.phases.len(), 1);
+        assert_eq!((mcd.phases[0].epochs, mcd.phases[0].batch), (base.stl_epochs, base.stl_batch));
+        assert!(Method::ALL.iter().all(|&m| schedule(m, &base).selection == vae.selection));
     }
 
     #[test]

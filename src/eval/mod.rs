@@ -6,6 +6,7 @@
 //! | [`stats`] | mean/std and the one-tailed Welch t-test (pure) |
 //! | [`analysis`] | coverage curves, quintiles, UTL matrix, fold means, significance marks (pure) |
 //! | [`methods`] | the uncertainty methods: VAE-ER, ablations, MCD baselines (training + scoring) |
+//! | [`trials`] | finished trials on disk for `--resume`: atomic per-(trial, method) files, fingerprint, ETA |
 //! | [`run`] | the evaluation: committed model, cross-corpus folds, trials → [`report::Report`] |
 //! | [`report`] | `report.json` and one CSV per figure and table |
 //! | [`plot`] | PNG figures in the paper's layout |
@@ -17,6 +18,7 @@ pub mod plot;
 pub mod report;
 pub mod run;
 pub mod stats;
+pub mod trials;
 
 pub use error::EvalError;
-pub use run::{run_evaluate, EvaluateOptions};
+pub use run::{run_evaluate, EvaluateOptions, Evaluation};

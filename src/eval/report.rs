@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::analysis::{AttributeAnalysis, CurvePoint, TableCell, UtlCurve};
+use super::methods::MethodSchedule;
 use super::EvalError;
 use crate::attribute::{Attribute, PerAttribute};
 use crate::uncertainty::ScoreKind;
@@ -37,17 +38,25 @@ pub struct ModelInfo {
 pub struct Settings {
     pub command: String,
     pub quick: bool,
+    /// Complete trials in the report (every method finished for the seed).
     pub trials: usize,
+    /// Trials asked for (`--trials`); more than `trials` while a resumable run is unfinished.
+    pub trials_requested: usize,
+    /// Seeds of the complete trials.
     pub seeds: Vec<u64>,
+    /// The trial directory of `--resume`, if any.
+    pub resume_dir: Option<String>,
     /// Latent samples (VAE family) / dropout passes (MCD family) at inference.
     pub mc_samples: usize,
     pub methods: Vec<String>,
     /// The trainer configuration of trial 0 (later trials differ only in the seed).
     pub train_config: serde_json::Value,
+    /// Each method's training schedule in every trial.
+    pub schedules: Vec<MethodSchedule>,
 }
 
 /// Inference cost of one method on the test split (trial 0; same batch, same machine).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct MethodCost {
     pub method: String,
     pub label: String,
@@ -64,7 +73,7 @@ pub struct MethodCost {
 }
 
 /// One cross-corpus fold (two test speakers).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct Fold {
     pub test_speakers: Vec<String>,
     pub dev_speaker: String,
@@ -207,6 +216,10 @@ impl Report {
                     if c.significant { " †" } else { "" }
                 );
             }
+        }
+        let _ = writeln!(s, "VAE-ER vs each method at 60% coverage (one-tailed Welch t-test, p <= 0.05):");
+        for line in super::analysis::verdicts(&self.tables, 0.6, "vae_er") {
+            let _ = writeln!(s, "  {line}");
         }
         s
     }

@@ -3,15 +3,16 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use indicatif::MultiProgress;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
 use super::analysis::{self, TableCell, TABLE_COVERAGES};
 use super::methods::{self, Method, MethodInputs, MethodOutput};
 use super::report::{
     CorpusInfo, CrossCorpus, EvaluatedAttribute, Fold, MethodCost, ModelInfo, PairCurve, Report, Settings,
 };
+use super::trials::{self, Fingerprint, TrialCells, TrialRecord, TrialStore};
 use super::{plot, EvalError};
 use crate::attribute::{Attribute, PerAttribute};
 use crate::config::PolicyConfig;
@@ -57,6 +58,12 @@ pub struct EvaluateOptions {
     pub epochs: EpochOptions,
     /// Skip the PNG figures.
     pub no_plots: bool,
+    /// Trial directory: every finished (trial, method) is stored there as it completes, and a
+    /// rerun with the same directory skips what is stored and reports on all of it.
+    pub resume: Option<PathBuf>,
+    /// Start no new (trial, method) run after this many minutes; the report covers the trials
+    /// complete by then and a rerun with `--resume` continues.
+    pub max_minutes: Option<f64>,
 }
 
 impl EvaluateOptions {
@@ -104,6 +111,12 @@ impl EvaluateOptions {
         if self.quick {
             c += " --quick";
         }
+        if let Some(dir) = &self.resume {
+            c += &format!(" --resume {}", dir.display());
+        }
+        if let Some(m) = self.max_minutes {
+            c += &format!(" --max-minutes {m}");
+        }
         c
     }
 }
@@ -147,9 +160,23 @@ impl CrossData {
     }
 }
 
-/// Trains the cross corpus' STL regressors per fold: fold k tests speakers 2k and 2k+1 (of the
-/// sorted speaker list), the next speaker is its dev split, the rest train it.
-fn cross_corpus_folds(path: &Path, cfg: &TrainConfig, mp: &MultiProgress) -> Result<CrossData, EvalError> {
+/// What [`cross_corpus_folds`] trains, cached in a `--resume` directory (it depends only on
+/// the cross corpus, the schedule and the first seed, all in the store's fingerprint or name).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CrossFolds {
+    stl: PerAttribute<Vec<f32>>,
+    folds: Vec<Fold>,
+}
+
+/// The cross corpus split into folds by speaker: fold k tests speakers 2k and 2k+1 (of the
+/// sorted speaker list), the next speaker is its dev split, the rest train it. Its STL
+/// regressors are trained per fold, or read from `store` when an earlier run trained them.
+fn cross_corpus_folds(
+    path: &Path,
+    cfg: &TrainConfig,
+    mp: &MultiProgress,
+    store: Option<&TrialStore>,
+) -> Result<CrossData, EvalError> {
     let (corpus, sha256) = load_corpus(path)?;
     let rows: Vec<usize> = (0..corpus.utterances.len()).collect();
     let speakers: Vec<String> =
@@ -169,6 +196,42 @@ fn cross_corpus_folds(path: &Path, cfg: &TrainConfig, mp: &MultiProgress) -> Res
         .map(|&r| fold_of_speaker(&corpus.utterances[r].speaker).expect("known speaker"))
         .collect();
     let truth = truths(&corpus, &rows);
+    let info = CorpusInfo {
+        id: corpus.meta.id.clone(),
+        path: path.display().to_string(),
+        sha256,
+        records: rows.len(),
+    };
+    let cache = format!("cross_folds-seed{}.json", cfg.seed);
+    let trained = match store.map(|s| s.read::<CrossFolds>(&cache)).transpose()?.flatten() {
+        Some(cached) => {
+            eprintln!(
+                "cross-corpus fold regressors: read from {}",
+                store.expect("read from it").dir().display()
+            );
+            cached
+        }
+        None => {
+            let trained = train_cross_stl(&corpus, &speakers, per_fold, &fold_of, cfg, mp)?;
+            if let Some(s) = store {
+                s.write(&cache, &trained)?;
+            }
+            trained
+        }
+    };
+    Ok(CrossData { corpus, info, rows, fold_of, stl: trained.stl, truth, folds: trained.folds })
+}
+
+/// Trains the STL regressors of every cross-corpus fold and predicts its test speakers.
+fn train_cross_stl(
+    corpus: &Corpus,
+    speakers: &[String],
+    per_fold: usize,
+    fold_of: &[usize],
+    cfg: &TrainConfig,
+    mp: &MultiProgress,
+) -> Result<CrossFolds, EvalError> {
+    let rows: Vec<usize> = (0..corpus.utterances.len()).collect();
     let mut stl = PerAttribute::from_fn(|_| vec![f32::NAN; rows.len()]);
     let mut folds = Vec::new();
     let d = corpus.dims;
@@ -192,7 +255,7 @@ fn cross_corpus_folds(path: &Path, cfg: &TrainConfig, mp: &MultiProgress) -> Res
             .filter(|&r| fold_of[r] != f && corpus.utterances[r].speaker != dev_speaker)
             .collect();
         let norm = Normalizer::fit(&corpus.features, d, &train);
-        let scale = |rs: &[usize]| trainer::scale_rows(&corpus, &norm, rs);
+        let scale = |rs: &[usize]| trainer::scale_rows(corpus, &norm, rs);
         let (train_x, dev_x, test_x) = (scale(&train), scale(&dev), scale(&test));
         let mut stl_ccc = PerAttribute::default();
         for a in Attribute::ALL {
@@ -212,54 +275,88 @@ fn cross_corpus_folds(path: &Path, cfg: &TrainConfig, mp: &MultiProgress) -> Res
         }
         folds.push(Fold { test_speakers, dev_speaker, records: test.len(), stl_ccc });
     }
-    let info = CorpusInfo {
-        id: corpus.meta.id.clone(),
-        path: path.display().to_string(),
-        sha256,
-        records: rows.len(),
-    };
-    Ok(CrossData { corpus, info, rows, fold_of, stl, truth, folds })
+    Ok(CrossFolds { stl, folds })
 }
 
-/// Table cells of one method for one trial's outputs, appended to `cells` (trial values are
-/// pushed in trial order).
-fn push_cells(
-    cells: &mut Vec<TableCell>,
-    table: &str,
-    method: Method,
-    attribute: Attribute,
-    source: Attribute,
-    values: &[f64],
-) {
-    for (&coverage, &v) in TABLE_COVERAGES.iter().zip(values) {
-        let found = cells.iter_mut().find(|c| {
-            c.table == table
-                && c.method == method.name()
-                && c.attribute == attribute
-                && c.uncertainty_source == source
-                && (c.coverage - coverage).abs() < 1e-9
+/// One trial's table rows for a method's scores: within corpus (the test split's STL
+/// predictions ranked by the method's test uncertainty) and, with a cross corpus, Tables I/II.
+fn trial_cells(
+    o: &MethodOutput,
+    value: &PerAttribute<Vec<f32>>,
+    truth: &PerAttribute<Vec<f32>>,
+    cross: Option<&CrossData>,
+) -> Result<Vec<TrialCells>, EvalError> {
+    let mut rows = Vec::new();
+    for a in Attribute::ALL {
+        let curve = analysis::curve_at(&value[a], &truth[a], &o.test[a], &TABLE_COVERAGES)?;
+        rows.push(TrialCells {
+            table: "within_corpus".into(),
+            attribute: a,
+            uncertainty_source: a,
+            ccc: curve.iter().map(|p| p.ccc).collect(),
         });
-        match found {
-            Some(c) => c.trials.push(v),
-            None => cells.push(TableCell {
-                table: table.into(),
-                attribute,
+    }
+    if let (Some(x), Some(c)) = (cross, &o.cross) {
+        for (decided, source) in pairs() {
+            rows.push(TrialCells {
+                table: if decided == source { "cross_corpus" } else { "cross_corpus_utl" }.into(),
+                attribute: decided,
                 uncertainty_source: source,
-                method: method.name().into(),
-                coverage,
-                trials: vec![v],
-                mean: f64::NAN,
-                std: f64::NAN,
-                p_proposed_better: None,
-                best: false,
-                significant: false,
-            }),
+                ccc: x.fold_mean(decided, &c[source], &TABLE_COVERAGES)?,
+            });
+        }
+    }
+    Ok(rows)
+}
+
+/// Appends one trial's rows of `method` to the table cells (trial values are pushed in the
+/// order the trials are given).
+fn push_cells(cells: &mut Vec<TableCell>, method: &str, rows: &[TrialCells]) {
+    for row in rows {
+        for (&coverage, &v) in TABLE_COVERAGES.iter().zip(&row.ccc) {
+            let found = cells.iter_mut().find(|c| {
+                c.table == row.table
+                    && c.method == method
+                    && c.attribute == row.attribute
+                    && c.uncertainty_source == row.uncertainty_source
+                    && (c.coverage - coverage).abs() < 1e-9
+            });
+            match found {
+                Some(c) => c.trials.push(v),
+                None => cells.push(TableCell {
+                    table: row.table.clone(),
+                    attribute: row.attribute,
+                    uncertainty_source: row.uncertainty_source,
+                    method: method.into(),
+                    coverage,
+                    trials: vec![v],
+                    mean: f64::NAN,
+                    std: f64::NAN,
+                    p_proposed_better: None,
+                    best: false,
+                    significant: false,
+                }),
+            }
         }
     }
 }
 
+/// What one `emogate evaluate` run did: the report over every complete trial (none yet when a
+/// budget stopped the run before the first trial was whole) and where the trials stand.
+pub struct Evaluation {
+    pub report: Option<Report>,
+    /// Trials with every method finished (stored earlier or in this run).
+    pub complete_trials: usize,
+    pub requested_trials: usize,
+    /// (trial, method) runs trained in this run, and read from the `--resume` directory.
+    pub trained_runs: usize,
+    pub resumed_runs: usize,
+    /// `--max-minutes` stopped the run before every requested trial was complete.
+    pub stopped_by_budget: bool,
+}
+
 /// Runs the whole evaluation and writes the report, CSVs and figures into `opts.out`.
-pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Report, EvalError> {
+pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Evaluation, EvalError> {
     let started = Instant::now();
     let trials = opts.trials();
     if trials == 0 || opts.mc_samples == 0 {
@@ -293,7 +390,27 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Report, EvalError> {
     let utl = analysis::utl_matrix(&value, &truth, &entropy)?;
 
     let base_cfg = opts.train_config(opts.seed);
-    let cross = opts.cross_corpus.as_ref().map(|p| cross_corpus_folds(p, &base_cfg, &mp)).transpose()?;
+    let store = match &opts.resume {
+        Some(dir) => {
+            let cross_sha =
+                opts.cross_corpus.as_ref().map(|p| load_corpus(p).map(|(_, sha)| sha)).transpose()?;
+            let fingerprint = Fingerprint {
+                format: trials::STORE_FORMAT,
+                model_sha256: manifest.sha256.clone(),
+                corpus_sha256: corpus_sha.clone(),
+                cross_corpus_sha256: cross_sha,
+                mc_samples: opts.mc_samples,
+                schedule: serde_json::to_value(opts.train_config(0)).expect("config serialises"),
+            };
+            Some(TrialStore::open(dir, &fingerprint)?)
+        }
+        None => None,
+    };
+    let cross = opts
+        .cross_corpus
+        .as_ref()
+        .map(|p| cross_corpus_folds(p, &base_cfg, &mp, store.as_ref()))
+        .transpose()?;
     let cross_model = match &cross {
         Some(x) => {
             let o = serving::forward(&params, &x.corpus.gather(&x.rows), 128)?;
@@ -312,58 +429,100 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Report, EvalError> {
         None => Vec::new(),
     };
 
-    // Trials: every method trained per seed on the main corpus.
+    // Trials: every method trained per seed on the main corpus, each finished run stored
+    // (with --resume) before the next starts.
     let data = Prepared::new(&corpus)?;
     let test_x = trainer::scale_rows(&corpus, &data.norm, &test_rows);
     let cross_x = cross.as_ref().map(|x| trainer::scale_rows(&x.corpus, &data.norm, &x.rows));
-    let mut cells = Vec::new();
-    let mut inference = Vec::new();
     let seeds: Vec<u64> = (0..trials as u64).map(|k| opts.seed + k).collect();
-    for (k, &seed) in seeds.iter().enumerate() {
+    let deadline = opts.max_minutes.map(|m| started + Duration::from_secs_f64(m.max(0.0) * 60.0));
+    let overall = trial_bar(&mp, trials * methods.len());
+    let (mut records, mut trained_runs, mut resumed_runs, mut stopped_by_budget) = (Vec::new(), 0, 0, false);
+    'trials: for (k, &seed) in seeds.iter().enumerate() {
         let cfg = opts.train_config(seed);
         let bank = serving::noise_bank(NoiseBank::Gaussian, opts.mc_samples, seed.wrapping_add(2020))?;
-        let inputs = MethodInputs {
-            data: &data,
-            test_x: &test_x,
-            cross_x: cross_x.as_deref(),
-            bank: &bank,
-            mc_samples: opts.mc_samples,
-            cfg: &cfg,
-            mp: &mp,
-        };
-        for &m in &methods {
-            eprintln!("trial {}/{trials} (seed {seed}): {}", k + 1, m.label());
+        for (i, &m) in methods.iter().enumerate() {
+            if let Some(r) = store.as_ref().map(|s| s.load(seed, m.name())).transpose()?.flatten() {
+                records.push(r);
+                resumed_runs += 1;
+                overall.inc(1);
+                continue;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                stopped_by_budget = true;
+                break 'trials;
+            }
+            let remaining: Vec<&str> = seeds[k..]
+                .iter()
+                .enumerate()
+                .flat_map(|(j, _)| methods[if j == 0 { i } else { 0 }..].iter().map(|m| m.name()))
+                .collect();
+            let what = format!("trial {}/{trials} (seed {seed}): {}", k + 1, m.label());
+            let eta = trials::eta_seconds(&records, &remaining)
+                .map_or(String::new(), |s| format!(", about {} left", crate::human::duration(s)));
+            overall.set_message(what.clone());
+            eprintln!("{what} [{}/{} runs done{eta}]", records.len(), trials * methods.len());
+            let inputs = MethodInputs {
+                data: &data,
+                test_x: &test_x,
+                cross_x: cross_x.as_deref(),
+                bank: &bank,
+                mc_samples: opts.mc_samples,
+                cfg: &cfg,
+                mp: &mp,
+            };
+            let t0 = Instant::now();
             let o = methods::run_method(m, &inputs)?;
-            for a in Attribute::ALL {
-                let curve = analysis::curve_at(&value[a], &truth[a], &o.test[a], &TABLE_COVERAGES)?;
-                push_cells(
-                    &mut cells,
-                    "within_corpus",
-                    m,
-                    a,
-                    a,
-                    &curve.iter().map(|p| p.ccc).collect::<Vec<_>>(),
-                );
+            let record = TrialRecord {
+                seed,
+                method: m.name().into(),
+                cells: trial_cells(&o, &value, &truth, cross.as_ref())?,
+                cost: cost(m, &o, test_rows.len()),
+                seconds: t0.elapsed().as_secs_f64(),
+            };
+            if let Some(s) = &store {
+                s.save(&record)?;
             }
-            if let (Some(x), Some(c)) = (&cross, &o.cross) {
-                for (decided, source) in pairs() {
-                    let table = if decided == source { "cross_corpus" } else { "cross_corpus_utl" };
-                    push_cells(
-                        &mut cells,
-                        table,
-                        m,
-                        decided,
-                        source,
-                        &x.fold_mean(decided, &c[source], &TABLE_COVERAGES)?,
-                    );
-                }
-            }
-            if k == 0 {
-                inference.push(cost(m, &o, test_rows.len()));
-            }
+            records.push(record);
+            trained_runs += 1;
+            overall.inc(1);
+        }
+    }
+    overall.finish_and_clear();
+
+    // The report covers the complete trials only, in seed order.
+    let complete: Vec<u64> = seeds
+        .iter()
+        .copied()
+        .filter(|&seed| {
+            methods.iter().all(|m| records.iter().any(|r| r.seed == seed && r.method == m.name()))
+        })
+        .collect();
+    let mut evaluation = Evaluation {
+        report: None,
+        complete_trials: complete.len(),
+        requested_trials: trials,
+        trained_runs,
+        resumed_runs,
+        stopped_by_budget,
+    };
+    if complete.is_empty() {
+        return Ok(evaluation);
+    }
+    let of = |seed: u64, m: Method| {
+        records
+            .iter()
+            .find(|r| r.seed == seed && r.method == m.name())
+            .expect("complete trials have every method")
+    };
+    let mut cells = Vec::new();
+    for &seed in &complete {
+        for &m in &methods {
+            push_cells(&mut cells, m.name(), &of(seed, m).cells);
         }
     }
     analysis::mark_significance(&mut cells, Method::VaeEr.name());
+    let inference = methods.iter().map(|&m| of(complete[0], m).cost.clone()).collect();
 
     let report = Report {
         emogate_version: env!("CARGO_PKG_VERSION").into(),
@@ -385,11 +544,14 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Report, EvalError> {
         settings: Settings {
             command: opts.command_line(),
             quick: opts.quick,
-            trials,
-            seeds,
+            trials: complete.len(),
+            trials_requested: trials,
+            seeds: complete,
+            resume_dir: opts.resume.as_ref().map(|d| d.display().to_string()),
             mc_samples: opts.mc_samples,
             methods: methods.iter().map(|m| m.name().to_string()).collect(),
             train_config: serde_json::to_value(&base_cfg).expect("config serialises"),
+            schedules: methods.iter().map(|&m| methods::schedule(m, &base_cfg)).collect(),
         },
         attributes,
         utl,
@@ -408,7 +570,20 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Report, EvalError> {
     if !opts.no_plots {
         plot::draw_all(&report, &opts.out)?;
     }
-    Ok(report)
+    evaluation.report = Some(report);
+    Ok(evaluation)
+}
+
+/// The overall bar: (trial, method) runs done of all, with indicatif's ETA beside it.
+fn trial_bar(mp: &MultiProgress, runs: usize) -> ProgressBar {
+    let pb = mp.add(ProgressBar::new(runs as u64));
+    pb.set_style(
+        ProgressStyle::with_template("{prefix:>22} [{bar:25}] {pos:>3}/{len} {msg} (ETA {eta})")
+            .expect("valid progress template")
+            .progress_chars("=> "),
+    );
+    pb.set_prefix("evaluation runs");
+    pb
 }
 
 /// The (decided, source) pairs of Tables I/II: each attribute by its own uncertainty, and

@@ -51,6 +51,15 @@ pub struct EvaluateArgs {
     /// Skip the PNG figures.
     #[arg(long)]
     pub no_plots: bool,
+    /// Trial directory: each finished (trial, method) is written there atomically as it
+    /// completes; a rerun with the same directory skips what is stored, trains the rest and
+    /// reports on every complete trial (accumulate 10 trials over several runs).
+    #[arg(long, value_name = "DIR")]
+    pub resume: Option<PathBuf>,
+    /// Start no new (trial, method) run after this many minutes (the one running finishes);
+    /// with --resume, a rerun continues where this one stopped.
+    #[arg(long, value_name = "MINUTES")]
+    pub max_minutes: Option<f64>,
 }
 
 impl From<EvaluateArgs> for EvaluateOptions {
@@ -67,6 +76,8 @@ impl From<EvaluateArgs> for EvaluateOptions {
             quick: args.quick,
             epochs: args.epochs.into(),
             no_plots: args.no_plots,
+            resume: args.resume,
+            max_minutes: args.max_minutes,
         }
     }
 }
@@ -74,8 +85,24 @@ impl From<EvaluateArgs> for EvaluateOptions {
 pub fn run(args: EvaluateArgs) -> Result<()> {
     super::init_tracing("info")?;
     let options: EvaluateOptions = args.into();
-    let report = emogate::eval::run_evaluate(&options)?;
-    print!("{}", report.summary());
-    println!("report, CSVs and figures: {}", options.out.display());
+    let done = emogate::eval::run_evaluate(&options)?;
+    if let Some(report) = &done.report {
+        print!("{}", report.summary());
+        println!("report, CSVs and figures: {}", options.out.display());
+    }
+    println!(
+        "trials complete: {} of {} ({} run(s) trained now, {} read from the trial directory)",
+        done.complete_trials, done.requested_trials, done.trained_runs, done.resumed_runs
+    );
+    if done.complete_trials < done.requested_trials {
+        match &options.resume {
+            Some(dir) => println!(
+                "{}; run the same command again to continue from {}",
+                if done.stopped_by_budget { "stopped at --max-minutes" } else { "unfinished" },
+                dir.display()
+            ),
+            None => println!("stopped at --max-minutes; without --resume the finished runs were not kept"),
+        }
+    }
     Ok(())
 }
