@@ -2,12 +2,17 @@
 //! three raw runs),
 //! checking that the JSON object carries every DESIGN §3 field (throughput, ratio, latency at a
 //! fixed offered load, memory, provider, MC samples, batch) plus the per-run figures, and that
-//! the numbers are consistent with each other.
+//! the numbers are consistent with each other; and the same against a Kafka-protocol broker
+//! (Tansu on 127.0.0.1, or `EMOGATE_TEST_BROKERS`) with `--brokers`.
 #![cfg(feature = "testkit")]
 
 mod common;
+mod pipeline_support;
 
 use std::process::Command;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 #[test]
 fn bench_reports_throughput_latency_and_memory() {
@@ -68,4 +73,40 @@ fn bench_reports_throughput_latency_and_memory() {
     assert!(num("peak_rss_mb") > 1.0);
     assert_eq!(report["execution_provider"], "cpu");
     assert_eq!((num("mc_samples"), num("batch")), (100.0, 16.0));
+}
+
+#[test]
+fn bench_runs_end_to_end_against_real_brokers_and_removes_its_topics() {
+    let broker = pipeline_support::Broker::start();
+    let model = common::repo_root().join("models/fixture");
+    let out = Command::new(env!("CARGO_BIN_EXE_emogate"))
+        .current_dir(common::repo_root())
+        .args(["bench", "--model", model.to_str().unwrap(), "--records", "128", "--batch", "16"])
+        .args(["--threads", "1", "--execution-provider", "cpu", "--offered-load", "40"])
+        .args(["--latency-seconds", "1", "--brokers", &broker.brokers])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run emogate bench");
+    let pid = out.id();
+    let out = out.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "emogate bench --brokers failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(report["e2e_cluster"], "brokers", "{report}");
+    assert_eq!(report["e2e_brokers"], broker.brokers.as_str(), "{report}");
+    let rate = report["e2e_records_per_sec"].as_f64().unwrap();
+    assert!(rate > 0.0 && report["e2e_to_raw_ratio"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["latency_records"], 40, "every paced record's answer was timed: {report}");
+
+    // Each run made its own topics (suffix `.run-<pid>-<ms>`) and deleted them at the end.
+    let mine = format!(".run-{pid}-");
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", &broker.brokers).create().unwrap();
+    let metadata = consumer.fetch_metadata(None, std::time::Duration::from_secs(10)).unwrap();
+    let left: Vec<&str> = metadata.topics().iter().map(|t| t.name()).filter(|n| n.contains(&mine)).collect();
+    assert!(left.is_empty(), "topics left behind: {left:?}");
 }

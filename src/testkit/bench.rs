@@ -193,6 +193,8 @@ pub struct BenchOptions {
     pub properties: Vec<(String, String)>,
     /// librdkafka properties of the end-to-end runs' input producer.
     pub input_properties: Vec<(String, String)>,
+    /// Brokers of the end-to-end runs (`None`: the in-process mock cluster).
+    pub brokers: Option<String>,
 }
 
 /// Why the bench stopped.
@@ -255,6 +257,11 @@ pub struct BenchReport {
 /// The end-to-end part of [`BenchReport`].
 #[derive(Debug, Clone, Serialize)]
 pub struct EndToEndFigures {
+    /// Where the end-to-end runs ran: `mock` (in-process librdkafka mock cluster) or `brokers`.
+    pub e2e_cluster: &'static str,
+    /// `bootstrap.servers` of an external cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e2e_brokers: Option<String>,
     pub e2e_input: E2eInput,
     pub e2e_input_properties: Vec<String>,
     /// Median of the end-to-end runs.
@@ -378,6 +385,8 @@ pub fn run_bench(options: &BenchOptions, rt: &tokio::runtime::Runtime) -> Result
     let e2e_rate = median(&e2e_rates);
     let e2e_batch_ms = per_e2e(&|e| 1e3 * e.inference_seconds / e.inference_batches.max(1) as f64);
     let mut e2e = EndToEndFigures {
+        e2e_cluster: if options.brokers.is_some() { "brokers" } else { "mock" },
+        e2e_brokers: options.brokers.clone(),
         e2e_input: options.e2e_input,
         e2e_input_properties: options.input_properties.iter().map(|(k, v)| format!("{k}={v}")).collect(),
         e2e_records_per_sec: e2e_rate,
@@ -439,6 +448,7 @@ fn e2e_options(options: &BenchOptions, model_dir: &Path, records: usize, input: 
         input,
         properties,
         input_properties: options.input_properties.clone(),
+        brokers: options.brokers.clone(),
         ..DemoOptions::default()
     }
 }

@@ -1,11 +1,14 @@
 //! Helpers around a Kafka cluster for the demo, the load generator and the tests: an
-//! in-process librdkafka mock cluster, bulk producing, and an independent read-back of the
-//! output topics (a plain assign-and-read consumer, no group, `read_committed`).
+//! in-process librdkafka mock cluster, topic creation on it or on real brokers, bulk
+//! producing, and an independent read-back of the output topics (a plain assign-and-read
+//! consumer, no group, `read_committed`).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::future::join_all;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
@@ -67,15 +70,64 @@ pub fn create_topics(
     topics: &TopicsConfig,
     partitions: i32,
 ) -> Result<(), PipelineError> {
-    for (topic, count) in [
-        (&topics.input, partitions),
-        (&topics.accepted, partitions),
-        (&topics.rejected, partitions),
-        (&topics.dlq, 1),
-    ] {
+    for (topic, count) in topic_specs(topics, partitions) {
         mock.create_topic(topic, count, 1).map_err(PipelineError::kafka("create mock topic"))?;
     }
     Ok(())
+}
+
+/// The pipeline's topics with their partition counts (the dead-letter topic has one).
+fn topic_specs(topics: &TopicsConfig, partitions: i32) -> [(&str, i32); 4] {
+    [
+        (topics.input.as_str(), partitions),
+        (topics.accepted.as_str(), partitions),
+        (topics.rejected.as_str(), partitions),
+        (topics.dlq.as_str(), 1),
+    ]
+}
+
+/// Creates the pipeline's topics on real brokers with the admin API (replication factor 1:
+/// the demo and the bench run against one local broker).
+pub async fn create_topics_on(
+    brokers: &str,
+    topics: &TopicsConfig,
+    partitions: i32,
+) -> Result<(), PipelineError> {
+    let admin = admin(brokers)?;
+    let specs: Vec<NewTopic<'_>> = topic_specs(topics, partitions)
+        .into_iter()
+        .map(|(name, count)| NewTopic::new(name, count, TopicReplication::Fixed(1)))
+        .collect();
+    let results = admin
+        .create_topics(&specs, &AdminOptions::new())
+        .await
+        .map_err(PipelineError::kafka("create topics"))?;
+    for r in results {
+        r.map_err(|(topic, code)| PipelineError::Fatal(format!("cannot create topic {topic}: {code:?}")))?;
+    }
+    Ok(())
+}
+
+/// Deletes the pipeline's topics from real brokers (best effort: a broker that refuses only
+/// leaves them behind, which the caller reports).
+pub async fn delete_topics_on(brokers: &str, topics: &TopicsConfig) -> Result<(), PipelineError> {
+    let admin = admin(brokers)?;
+    let names: Vec<&str> = topic_specs(topics, 1).iter().map(|(name, _)| *name).collect();
+    let results = admin
+        .delete_topics(&names, &AdminOptions::new())
+        .await
+        .map_err(PipelineError::kafka("delete topics"))?;
+    for r in results {
+        r.map_err(|(topic, code)| PipelineError::Fatal(format!("cannot delete topic {topic}: {code:?}")))?;
+    }
+    Ok(())
+}
+
+fn admin(brokers: &str) -> Result<AdminClient<DefaultClientContext>, PipelineError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .map_err(PipelineError::kafka("create admin client"))
 }
 
 /// A message to produce: key and value.

@@ -81,6 +81,10 @@ pub struct DemoOptions {
     /// Extra librdkafka properties for the producer of the input, the upstream the demo
     /// stands in for (e.g. `compression.type`, whose cost the infer stage's consumer pays).
     pub input_properties: Vec<(String, String)>,
+    /// Kafka-protocol brokers to run against instead of the in-process mock cluster. The run
+    /// creates its own topics (names suffixed with a run id, so runs never see each other's
+    /// records) and consumer group, and deletes the topics at the end.
+    pub brokers: Option<String>,
 }
 
 impl Default for DemoOptions {
@@ -107,6 +111,7 @@ impl Default for DemoOptions {
             input: InputMode::Live,
             properties: Vec::new(),
             input_properties: Vec::new(),
+            brokers: None,
         }
     }
 }
@@ -158,9 +163,13 @@ impl fmt::Display for DemoSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let r = &self.report;
         let count = human::count;
+        let cluster = match &self.options.brokers {
+            Some(b) => format!("brokers {b}"),
+            None => "in-process mock Kafka cluster".to_string(),
+        };
         writeln!(
             f,
-            "emogate demo — in-process mock Kafka cluster, {} partitions, {}",
+            "emogate demo — {cluster}, {} partitions, {}",
             self.options.partitions,
             delivery_name(self.options.mode)
         )?;
@@ -254,6 +263,7 @@ impl DemoSummary {
             "model": self.model,
             "model_dir": self.options.model_dir,
             "provider": self.provider,
+            "brokers": self.options.brokers,
             "delivery": self.options.mode,
             "partitions": self.options.partitions,
             "thresholds": self.thresholds,
@@ -357,9 +367,24 @@ pub type ExtraStages = Box<dyn FnOnce(&StageContext) -> Vec<(&'static str, Runni
 
 /// Runs the demo end to end.
 pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSummary, PipelineError> {
-    let mock = MockKafka::new(1)?;
-    let brokers = mock.bootstrap_servers();
+    let mock = match options.brokers {
+        Some(_) => None,
+        None => Some(MockKafka::new(1)?),
+    };
+    let brokers = match (&options.brokers, &mock) {
+        (Some(external), _) => external.clone(),
+        (None, Some(m)) => m.bootstrap_servers(),
+        (None, None) => unreachable!("a mock cluster is started when no brokers are given"),
+    };
     let mut config = demo_config(&brokers, &options);
+    if options.brokers.is_some() {
+        let run = run_id();
+        let t = &mut config.kafka.topics;
+        for name in [&mut t.input, &mut t.accepted, &mut t.rejected, &mut t.dlq] {
+            *name = format!("{name}.{run}");
+        }
+        config.kafka.group_id = format!("{}.{run}", config.kafka.group_id);
+    }
 
     let manifest = LoadedModel::load(&config.model.dir)?.manifest;
     let thresholds_origin = resolve_thresholds(&mut config, &manifest, options.seed)?;
@@ -372,7 +397,10 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         }
         InputMode::Live | InputMode::Paced(_) => options.partitions,
     };
-    cluster::create_topics(&mock.cluster(), &config.kafka.topics, partitions)?;
+    match &mock {
+        Some(m) => cluster::create_topics(&m.cluster(), &config.kafka.topics, partitions)?,
+        None => cluster::create_topics_on(&brokers, &config.kafka.topics, partitions).await?,
+    }
     if options.input == InputMode::Preproduced {
         cluster::produce_all(&brokers, &config.kafka.topics.input, &messages, &options.input_properties)
             .await?;
@@ -463,7 +491,14 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
     }
 
     let (read_back, duplicates) = count_outputs(&brokers, &config.kafka.topics, expected as usize)?;
-    drop(mock);
+    match mock {
+        Some(m) => drop(m),
+        None => {
+            if let Err(e) = cluster::delete_topics_on(&brokers, &config.kafka.topics).await {
+                tracing::warn!(error = %e, "the run's topics were left on the brokers");
+            }
+        }
+    }
     Ok(DemoSummary {
         options,
         model,
@@ -485,6 +520,12 @@ pub async fn run_demo(options: DemoOptions, extra: ExtraStages) -> Result<DemoSu
         metrics_text: metrics.render(),
         latency,
     })
+}
+
+/// A suffix no other run of this machine uses: process id and start time in milliseconds.
+fn run_id() -> String {
+    let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
+    format!("run-{}-{ms}", std::process::id())
 }
 
 /// Leaves the manifest's thresholds for the demo's coverage in place, or fits them on a

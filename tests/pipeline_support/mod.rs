@@ -17,9 +17,6 @@ use emogate::pipeline::{InferReport, InferStage, PipelineError};
 use emogate::telemetry::{Health, Metrics};
 use emogate::testkit::cluster::{self, KeyedPayload};
 use emogate::testkit::synthetic::{bad_messages, BadMessage, SyntheticFeatures};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
 
 use crate::common;
 use crate::common::wait::wait_until;
@@ -245,18 +242,7 @@ impl Broker {
 
     /// Creates the topics explicitly (auto-creation would pick its own partition count).
     pub async fn create_topics(&self, topics: &TopicsConfig) {
-        let admin: AdminClient<DefaultClientContext> =
-            ClientConfig::new().set("bootstrap.servers", &self.brokers).create().unwrap();
-        let specs = [
-            NewTopic::new(&topics.input, PARTITIONS, TopicReplication::Fixed(1)),
-            NewTopic::new(&topics.accepted, PARTITIONS, TopicReplication::Fixed(1)),
-            NewTopic::new(&topics.rejected, PARTITIONS, TopicReplication::Fixed(1)),
-            NewTopic::new(&topics.dlq, 1, TopicReplication::Fixed(1)),
-        ];
-        let results = admin.create_topics(&specs, &AdminOptions::new()).await.expect("create topics");
-        for r in results {
-            r.unwrap_or_else(|(topic, e)| panic!("create topic {topic}: {e:?}"));
-        }
+        cluster::create_topics_on(&self.brokers, topics, PARTITIONS).await.expect("create topics");
     }
 
     pub async fn produce(&self, topic: &str, messages: &[KeyedPayload]) {

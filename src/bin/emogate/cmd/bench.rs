@@ -72,6 +72,11 @@ pub struct BenchArgs {
     /// what a compressing upstream costs the infer stage's consumer.
     #[arg(long = "input-property", value_parser = super::parse_property)]
     input_properties: Vec<(String, String)>,
+    /// Run the end-to-end and latency runs against these Kafka-protocol brokers
+    /// (`host:port,...`, e.g. a Tansu on 127.0.0.1) instead of the in-process mock cluster;
+    /// each run creates and deletes its own uniquely named topics.
+    #[arg(long)]
+    brokers: Option<String>,
 }
 
 impl From<BenchArgs> for BenchOptions {
@@ -94,6 +99,7 @@ impl From<BenchArgs> for BenchOptions {
             latency_seconds: args.latency_seconds,
             properties: args.properties,
             input_properties: args.input_properties,
+            brokers: args.brokers,
         }
     }
 }

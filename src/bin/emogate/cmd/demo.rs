@@ -21,6 +21,10 @@ pub struct DemoArgs {
     /// Delivery mode of the infer stage.
     #[arg(long, value_enum, default_value_t = DeliveryMode::ExactlyOnce)]
     delivery: DeliveryMode,
+    /// Kafka-protocol brokers (`host:port,...`) instead of the in-process mock cluster; the
+    /// run creates and deletes its own uniquely named topics there.
+    #[arg(long)]
+    brokers: Option<String>,
     /// Print the summary as one JSON object instead of the human one.
     #[arg(long)]
     json: bool,
@@ -28,7 +32,12 @@ pub struct DemoArgs {
 
 pub fn run(args: DemoArgs) -> Result<()> {
     super::init_tracing("warn")?;
-    let mut options = DemoOptions { records: args.records, mode: args.delivery, ..DemoOptions::default() };
+    let mut options = DemoOptions {
+        records: args.records,
+        mode: args.delivery,
+        brokers: args.brokers,
+        ..DemoOptions::default()
+    };
     if let Some(model) = args.model {
         options.model_dir = model;
     }
