@@ -201,7 +201,8 @@ impl InferStage {
     ///
     /// The consumer, the chain and the Kafka calls live on one dedicated thread (see
     /// `processor`); this future starts it, tells it to drain on shutdown, and returns its
-    /// report. Dropping the future stops the thread too: nothing the stage started outlives it.
+    /// report. Dropping the future stops the thread too and waits for it (at most
+    /// 15 s): nothing the stage started outlives it.
     pub async fn run(self) -> Result<InferReport, PipelineError> {
         let InferStage { ctx, pool, policy } = self;
         let config: &Config = &ctx.config;
@@ -266,12 +267,12 @@ impl InferStage {
         );
 
         let stop = Arc::new(StopFlags::default());
-        let _abandon_on_drop = AbandonOnDrop(Arc::clone(&stop));
+        let mut abandon_on_drop = AbandonOnDrop { stop: Arc::clone(&stop), thread: None };
         let (done_tx, mut done_rx) = tokio::sync::oneshot::channel();
         let thread_stop = Arc::clone(&stop);
         let drain_deadline = config.shutdown.drain_deadline();
         let exactly_once = config.delivery.mode == DeliveryMode::ExactlyOnce;
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("emogate-infer".to_string())
             .spawn(move || {
                 let consumer = Arc::new(consumer);
@@ -289,6 +290,7 @@ impl InferStage {
                 let _ = done_tx.send(outcome);
             })
             .map_err(|e| PipelineError::Fatal(format!("cannot start the infer thread: {e}")))?;
+        abandon_on_drop.thread = Some(thread);
         let thread_died = |_| Err(PipelineError::Fatal("the infer thread panicked".into()));
         let mut shutdown = ctx.shutdown.clone();
         tokio::select! {
@@ -318,12 +320,36 @@ fn finish(
     metrics.stopped();
 }
 
+/// How long dropping the `run` future waits for the infer thread to stop (it leaves no
+/// transaction open, flushes for at most 5 s and closes the consumer).
+const ABANDON_JOIN_LIMIT: Duration = Duration::from_secs(15);
+
 /// Tells the thread to stop at once when the `run` future is dropped (a task aborted, a
-/// caller that gave up): the consumer leaves the group instead of keeping its partitions.
-struct AbandonOnDrop(Arc<StopFlags>);
+/// caller that gave up), and waits for it: when the drop returns, the consumer has left the
+/// group and the producer is closed, so a successor started next (a restart in the same
+/// process, a test's "crash") joins a group the old instance is no longer in. Without the
+/// wait the successor's join raced the old member's leave, and Tansu 0.6 then never assigned
+/// it partitions (the ignored `broker_crash_and_restart_loses_nothing`, issue 17).
+struct AbandonOnDrop {
+    stop: Arc<StopFlags>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
 
 impl Drop for AbandonOnDrop {
     fn drop(&mut self) {
-        self.0.abandon.store(true, Ordering::SeqCst);
+        self.stop.abandon.store(true, Ordering::SeqCst);
+        let Some(thread) = self.thread.take() else { return };
+        let deadline = std::time::Instant::now() + ABANDON_JOIN_LIMIT;
+        while !thread.is_finished() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+        } else {
+            tracing::warn!(
+                limit_s = ABANDON_JOIN_LIMIT.as_secs(),
+                "the infer thread did not stop in time after the stage was dropped; it finishes in the background"
+            );
+        }
     }
 }
