@@ -20,10 +20,10 @@ const ATTRIBUTES: [&str; 3] = ["valence", "arousal", "dominance"];
 const METHODS: [&str; 8] =
     ["vae_er", "no_soft_labels", "one_mc_sample", "no_vae", "ae_mcd", "mcd", "mcd_soft", "mcd_mtl"];
 
-#[test]
-fn evaluate_quick_writes_a_consistent_report() {
-    let tmp = tempfile::tempdir().unwrap();
-    let (main, cross, out) = (tmp.path().join("main"), tmp.path().join("cross"), tmp.path().join("out"));
+/// Small main and cross corpora of the default model's world (seed 7) under `dir`, and the
+/// committed model: (main, cross, model).
+fn small_corpora(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf, std::path::PathBuf) {
+    let (main, cross) = (dir.join("main"), dir.join("cross"));
     emogate(&["synth", "--out", s(&main), "--sizes", "train=96,dev=40,test=100,unlabeled=48", "--seed", "7"]);
     emogate(&[
         "synth",
@@ -37,6 +37,14 @@ fn evaluate_quick_writes_a_consistent_report() {
         "7",
     ]);
     let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    (main, cross, model)
+}
+
+#[test]
+fn evaluate_quick_writes_a_consistent_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (main, cross, model) = small_corpora(tmp.path());
+    let out = tmp.path().join("out");
     let printed = emogate(&[
         "evaluate",
         "--model",
@@ -227,20 +235,7 @@ fn stored_runs(dir: &Path) -> usize {
 #[test]
 fn evaluate_killed_after_one_trial_resumes_to_the_same_report() {
     let tmp = tempfile::tempdir().unwrap();
-    let (main, cross) = (tmp.path().join("main"), tmp.path().join("cross"));
-    emogate(&["synth", "--out", s(&main), "--sizes", "train=96,dev=40,test=100,unlabeled=48", "--seed", "7"]);
-    emogate(&[
-        "synth",
-        "--out",
-        s(&cross),
-        "--variant",
-        "iemocap",
-        "--sizes",
-        "train=80,dev=30,test=30",
-        "--seed",
-        "7",
-    ]);
-    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/default");
+    let (main, cross, model) = small_corpora(tmp.path());
     let command = |resume: &Path, out: &Path, mc: &str| -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_emogate"));
         c.args(["evaluate", "--model", s(&model), "--corpus", s(&main), "--cross-corpus", s(&cross)])
