@@ -5,11 +5,12 @@
 //! with what it sent, the faults it injected and what it counted back (records lost,
 //! duplicates), which `docs/reliability.md` quotes.
 //!
-//! All tests are `#[ignore]`d so `make test` does not pay for them; `make test-slow` runs them
-//! with `--ignored`. The exactly-once kill test needs a broker that hides aborted transactions
-//! from `read_committed` readers (Tansu 0.6 does not) and asserts that it runs against
-//! `EMOGATE_TEST_BROKERS`.
-#![cfg(feature = "testkit")]
+//! The suite is compiled only with the `fault-suite` feature, which `make test-slow` turns on,
+//! so `make test` does not pay for it. The exactly-once kill test needs a broker that hides
+//! aborted transactions from `read_committed` readers (Tansu 0.6 does not): it is `#[ignore]`d
+//! with that reason, runs with `--include-ignored` when `EMOGATE_TEST_BROKERS` is set, and
+//! asserts that it runs against that cluster.
+#![cfg(all(feature = "testkit", feature = "fault-suite"))]
 
 mod common;
 mod fault_support;
@@ -195,7 +196,6 @@ fn report_kill_serve(test: &str, mode: DeliveryMode, o: &KillOutcome) {
 /// one — every input is answered (no gaps), possibly more than once; every output record is
 /// archived once (the archive keys files by output offset).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow fault suite: make test-slow"]
 async fn serve_sigkill_mid_stream_at_least_once_no_gaps() {
     kill_serve_and_restart(
         DeliveryMode::AtLeastOnce,
@@ -225,7 +225,6 @@ async fn serve_sigkill_mid_stream_exactly_once_each_input_once() {
 /// a producer started against the restarted Tansu may be fenced by it too, which would test
 /// Tansu, not the service.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow fault suite: make test-slow"]
 async fn broker_sigkill_and_restart_service_waits_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = PersistentBroker::start(dir.path());
@@ -281,7 +280,6 @@ async fn broker_sigkill_and_restart_service_waits_and_loses_nothing() {
 /// 16 MiB), so the RSS — sampled every 100 ms from `/proc/PID/status` until the whole backlog
 /// is answered — stays under a bound that does not depend on the backlog's size.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow fault suite: make test-slow"]
 async fn rss_stays_bounded_under_a_large_backlog() {
     const BOUND_MIB: u64 = 192;
     let good = 16_000;
@@ -320,7 +318,6 @@ async fn rss_stays_bounded_under_a_large_backlog() {
 /// exits non-zero naming the path, the archive group has committed nothing; once the path is
 /// fixed a restarted archive stage archives every prediction once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "slow fault suite: make test-slow"]
 async fn unwritable_archive_stops_committing_and_resumes_when_fixed() {
     let good = 120;
     let (broker, dir, topics, _) = with_backlog("f-archive", good, 35).await;
