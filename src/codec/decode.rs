@@ -22,19 +22,28 @@ use crate::attribute::{Attribute, PerAttribute, LIKERT_BINS};
 pub struct FeatureDecoder {
     expected_dims: usize,
     schema_ids: Vec<u32>,
+    feature_set: Option<String>,
 }
 
 impl FeatureDecoder {
     /// A decoder that accepts records with exactly `expected_dims` finite features, in any
     /// framing and (for Confluent framing) with any schema id.
     pub fn new(expected_dims: usize) -> Self {
-        FeatureDecoder { expected_dims, schema_ids: Vec::new() }
+        FeatureDecoder { expected_dims, schema_ids: Vec::new(), feature_set: None }
     }
 
     /// Restricts Confluent-framed messages to these registry ids (others are `unknown_schema`).
     /// An empty list accepts any id; raw and single-object messages are unaffected.
     pub fn with_schema_ids(mut self, ids: impl IntoIterator<Item = u32>) -> Self {
         self.schema_ids = ids.into_iter().collect();
+        self
+    }
+
+    /// Accepts only records whose `feature_set` names `name` (see [`feature_set_name`]: a note
+    /// after the name, such as `ComParE_2016 (synthetic)`, is not compared); others are
+    /// `feature_set_mismatch`. Without it every feature set is accepted.
+    pub fn with_feature_set(mut self, name: &str) -> Self {
+        self.feature_set = Some(feature_set_name(name).to_owned());
         self
     }
 
@@ -62,6 +71,14 @@ impl FeatureDecoder {
         self.check_schema_id(framing)?;
         let mut r = Reader::new(bytes, start);
         let meta = read_meta(&mut r)?;
+        if let Some(expected) = &self.feature_set {
+            if feature_set_name(&meta.feature_set) != expected {
+                return Err(DecodeError::FeatureSetMismatch {
+                    expected: expected.clone(),
+                    got: meta.feature_set,
+                });
+            }
+        }
         read_float_array(&mut r, "features", out)?;
         r.finish()?;
         check_finite(out)?;
@@ -78,6 +95,13 @@ impl FeatureDecoder {
             _ => Ok(()),
         }
     }
+}
+
+/// The extractor configuration a `feature_set` value names: its first whitespace-separated
+/// word. What follows is a note for people (`ComParE_2016 (synthetic)` is the synthetic
+/// corpus' stand-in for ComParE_2016) and is not compared.
+pub fn feature_set_name(feature_set: &str) -> &str {
+    feature_set.split_whitespace().next().unwrap_or("")
 }
 
 /// Decodes an `emogate.v1.EmotionPrediction` message in any framing. Values are not range
@@ -264,6 +288,26 @@ mod tests {
             assert_eq!(seen, framing);
             assert_eq!(FeatureRecord::from_parts(meta, row.to_vec()), rec);
         }
+    }
+
+    #[test]
+    fn a_record_of_another_feature_set_is_refused_and_a_note_after_the_name_is_ignored() {
+        let mut bytes = Vec::new();
+        encode_feature_record(&record(vec![0.5; 4]), &Framing::SingleObject, &mut bytes);
+        // The synthetic model's manifest says "ComParE_2016 (synthetic)": the same name.
+        let model = FeatureDecoder::new(4).with_feature_set("ComParE_2016 (synthetic)");
+        assert_eq!(model.decode(&bytes).unwrap().feature_set, "ComParE_2016");
+        let other = FeatureDecoder::new(4).with_feature_set("eGeMAPSv02");
+        let e = other.decode(&bytes).unwrap_err();
+        assert_eq!(e.reason(), "feature_set_mismatch");
+        assert_eq!(e.to_string(), "feature_set \"ComParE_2016\" is not the model's \"eGeMAPSv02\"");
+        assert_eq!(
+            FeatureDecoder::new(4).decode(&bytes).unwrap().features,
+            vec![0.5; 4],
+            "unchecked by default"
+        );
+        assert_eq!(feature_set_name("  ComParE_2016\t(note)"), "ComParE_2016");
+        assert_eq!(feature_set_name(""), "");
     }
 
     #[test]

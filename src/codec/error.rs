@@ -55,11 +55,15 @@ pub enum DecodeError {
     /// Bytes left over after a complete record.
     #[error("{count} trailing byte(s) after the record, from offset {offset}")]
     TrailingBytes { offset: usize, count: usize },
+    /// A record made by another feature extractor configuration than the model's: its numbers
+    /// would be scored as if they meant something else.
+    #[error("feature_set {got:?} is not the model's {expected:?}")]
+    FeatureSetMismatch { expected: String, got: String },
 }
 
 impl DecodeError {
     /// Every reason code [`DecodeError::reason`] can return.
-    pub const REASONS: [&'static str; 9] = [
+    pub const REASONS: [&'static str; 10] = [
         "truncated",
         "malformed",
         "invalid_utf8",
@@ -69,6 +73,7 @@ impl DecodeError {
         "non_finite",
         "trailing_bytes",
         "too_large",
+        "feature_set_mismatch",
     ];
 
     /// Stable snake_case reason code (the `emogate.error` dead-letter header value).
@@ -88,6 +93,7 @@ impl DecodeError {
             DecodeError::WrongDimension { .. } => "wrong_dimension",
             DecodeError::NonFinite { .. } => "non_finite",
             DecodeError::TrailingBytes { .. } => "trailing_bytes",
+            DecodeError::FeatureSetMismatch { .. } => "feature_set_mismatch",
         }
     }
 }

@@ -225,7 +225,8 @@ impl InferStage {
         };
         let factory = ChainFactory {
             decoder: FeatureDecoder::new(pool.manifest().feature_dims)
-                .with_schema_ids(config.kafka.input_schema_ids.iter().copied()),
+                .with_schema_ids(config.kafka.input_schema_ids.iter().copied())
+                .with_feature_set(&pool.manifest().feature_set),
             max_records: config.batch.max_records,
             max_wait: config.batch.max_wait(),
             pool: Arc::clone(&pool),

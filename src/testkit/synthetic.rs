@@ -100,6 +100,7 @@ pub fn bad_messages(dims: usize, seed: u64) -> Vec<BadMessage> {
         out
     };
     let wrong_dimension = encode(&|r| r.features.truncate(dims.saturating_sub(1).max(1)));
+    let other_extractor = encode(&|r| r.feature_set = "eGeMAPSv02".into());
     let nan = encode(&|r| r.features[dims / 2] = f32::NAN);
     let mut truncated = encode(&|_| {});
     truncated.truncate(truncated.len() / 2);
@@ -111,6 +112,7 @@ pub fn bad_messages(dims: usize, seed: u64) -> Vec<BadMessage> {
         BadMessage { payload: nan, expected_reason: "non_finite" },
         BadMessage { payload: wrong_schema, expected_reason: "unknown_schema" },
         BadMessage { payload: truncated, expected_reason: "truncated" },
+        BadMessage { payload: other_extractor, expected_reason: "feature_set_mismatch" },
     ]
 }
 
@@ -159,7 +161,8 @@ mod tests {
 
     #[test]
     fn bad_messages_fail_with_their_reason() {
-        let decoder = FeatureDecoder::new(32);
+        // The infer stage's decoder checks the model's feature set; so does this one.
+        let decoder = FeatureDecoder::new(32).with_feature_set("ComParE_2016");
         for bad in bad_messages(32, 1) {
             let err = decoder.decode(&bad.payload).unwrap_err();
             assert_eq!(err.reason(), bad.expected_reason, "{err}");

@@ -12,7 +12,7 @@ use emogate::testkit::demo::{self, DemoOptions};
 /// `emogate demo`
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Synthetic records to send (five malformed ones are added).
+    /// Synthetic records to send (six bad ones are added, one per dead-letter reason they exercise).
     #[arg(long, default_value_t = 2000)]
     records: usize,
     /// Model directory (default: models/default if present, else models/fixture).
