@@ -35,7 +35,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TANSU := $(CACHE)/bin/tansu
 export EMOGATE_TANSU ?= $(TANSU)
 
-.PHONY: deps system-deps build demo test test-deploy test-slow test-gpu test-gpu-run bench lint default-model fixture-model evaluate mc-study clean-cache
+.PHONY: deps system-deps build demo test test-deploy test-slow test-gpu test-gpu-run bench lint default-model fixture-model evaluate mc-study fuzz clean-cache
 
 ## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
 ## test references and the Tansu test broker into .cache/
@@ -134,6 +134,19 @@ evaluate: deps
 	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-iemocap --variant iemocap
 	cargo run $(TEST_FLAGS) -- evaluate --model models/default --corpus corpora/synth-default \
 		--cross-corpus corpora/synth-iemocap --out docs/results $(EVAL_ARGS)
+
+## fuzz: AFL++ through cargo-afl (stable toolchain) on the feature decoder (every framing), the
+## prediction decoder, the config loader (TOML + env overrides) and the manifest parser, each for
+## FUZZ_SECONDS from the committed seeds in fuzz/corpus/ (docs/reliability.md "Fuzzing"; not in
+## `make test`). Exits non-zero on any crash or hang; findings stay in fuzz/out/.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := feature_decoder prediction_decoder config manifest
+fuzz: $(PY_STAMP)
+	command -v cargo-afl >/dev/null || cargo install cargo-afl --locked --version 0.18.2
+	@# AFL++'s runtime for this rustc: built by the install; `--build` refuses when it exists.
+	cargo afl config --build >/dev/null 2>&1 || true
+	cd fuzz && cargo afl build --release
+	$(PY) scripts/fuzz_run.py --seconds $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 ## mc-study: the MC estimator study (issue 15): re-exports models/default's weights with every
 ## noise bank and S, compares test-split entropies and served decisions with S = 2000, benches

@@ -198,9 +198,14 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         let text =
             std::fs::read_to_string(&path).map_err(|source| ModelError::Io { path: path.clone(), source })?;
-        let manifest: Manifest = serde_json::from_str(&text)
-            .map_err(|e| ModelError::Manifest { path: path.clone(), reason: e.to_string() })?;
-        manifest.validate().map_err(|reason| ModelError::Manifest { path, reason })?;
+        Manifest::from_json(&text).map_err(|reason| ModelError::Manifest { path, reason })
+    }
+
+    /// Parses and validates a manifest's JSON text (what [`Manifest::load`] reads; the fuzz
+    /// target `manifest` feeds it arbitrary bytes).
+    pub fn from_json(text: &str) -> Result<Manifest, String> {
+        let manifest: Manifest = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        manifest.validate()?;
         Ok(manifest)
     }
 
