@@ -438,10 +438,14 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Evaluation, EvalError> {
     let deadline = opts.max_minutes.map(|m| started + Duration::from_secs_f64(m.max(0.0) * 60.0));
     let overall = trial_bar(&mp, trials * methods.len());
     let (mut records, mut trained_runs, mut resumed_runs, mut stopped_by_budget) = (Vec::new(), 0, 0, false);
+    // Within a trial the fast MCD family runs first, so the first stored runs already give the
+    // ETA one time per family (the report keeps the methods' own order).
+    let mut run_order = methods.clone();
+    run_order.sort_by_key(|m| !m.is_mcd_family());
     'trials: for (k, &seed) in seeds.iter().enumerate() {
         let cfg = opts.train_config(seed);
         let bank = serving::noise_bank(NoiseBank::Gaussian, opts.mc_samples, seed.wrapping_add(2020))?;
-        for (i, &m) in methods.iter().enumerate() {
+        for (i, &m) in run_order.iter().enumerate() {
             if let Some(r) = store.as_ref().map(|s| s.load(seed, m.name())).transpose()?.flatten() {
                 records.push(r);
                 resumed_runs += 1;
@@ -455,10 +459,14 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Evaluation, EvalError> {
             let remaining: Vec<&str> = seeds[k..]
                 .iter()
                 .enumerate()
-                .flat_map(|(j, _)| methods[if j == 0 { i } else { 0 }..].iter().map(|m| m.name()))
+                .flat_map(|(j, _)| run_order[if j == 0 { i } else { 0 }..].iter().map(|m| m.name()))
                 .collect();
             let what = format!("trial {}/{trials} (seed {seed}): {}", k + 1, m.label());
-            let eta = trials::eta_seconds(&records, &remaining)
+            let same_family = |a: &str, b: &str| {
+                let mcd = |name: &str| Method::parse(name).is_some_and(Method::is_mcd_family);
+                mcd(a) == mcd(b)
+            };
+            let eta = trials::eta_seconds(&records, &remaining, same_family)
                 .map_or(String::new(), |s| format!(", about {} left", crate::human::duration(s)));
             overall.set_message(what.clone());
             eprintln!("{what} [{}/{} runs done{eta}]", records.len(), trials * methods.len());

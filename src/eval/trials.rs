@@ -198,21 +198,24 @@ impl TrialStore {
 }
 
 /// Seconds the `remaining` runs (method names) should take, from the stored runs' mean time
-/// per method (a method not seen yet counts at the mean of all runs); `None` before any run.
-pub fn eta_seconds(done: &[TrialRecord], remaining: &[&str]) -> Option<f64> {
+/// per method; a method not seen yet counts at the mean of the stored runs of its family
+/// (`same_family`), else of all stored runs. `None` before any run.
+pub fn eta_seconds(
+    done: &[TrialRecord],
+    remaining: &[&str],
+    same_family: impl Fn(&str, &str) -> bool,
+) -> Option<f64> {
     if done.is_empty() {
         return None;
     }
     let mean = |rs: Vec<f64>| (!rs.is_empty()).then(|| rs.iter().sum::<f64>() / rs.len() as f64);
     let overall = mean(done.iter().map(|r| r.seconds).collect()).expect("done is not empty");
-    Some(
-        remaining
-            .iter()
-            .map(|m| {
-                mean(done.iter().filter(|r| r.method == *m).map(|r| r.seconds).collect()).unwrap_or(overall)
-            })
-            .sum(),
-    )
+    let of = |m: &str| {
+        mean(done.iter().filter(|r| r.method == m).map(|r| r.seconds).collect())
+            .or_else(|| mean(done.iter().filter(|r| same_family(&r.method, m)).map(|r| r.seconds).collect()))
+            .unwrap_or(overall)
+    };
+    Some(remaining.iter().map(|m| of(m)).sum())
 }
 
 /// `trials/seed-{S}/{method}.json` (seeds zero-padded so a listing sorts numerically).
@@ -284,13 +287,18 @@ mod tests {
     }
 
     #[test]
-    fn eta_counts_each_remaining_run_at_its_methods_mean_time() {
+    fn eta_counts_each_remaining_run_at_its_methods_or_its_familys_mean_time() {
         let run = |method: &str, seconds: f64| TrialRecord { method: method.into(), seconds, ..record(1) };
-        assert_eq!(eta_seconds(&[], &["mcd"]), None);
+        let family = |a: &str, b: &str| a.starts_with("mcd") == b.starts_with("mcd");
+        assert_eq!(eta_seconds(&[], &["mcd"], family), None);
         let done = [run("vae_er", 400.0), run("vae_er", 200.0), run("mcd", 60.0)];
-        // vae_er at 300, mcd at 60, an unseen method at the mean of all runs (220).
-        assert_eq!(eta_seconds(&done, &["vae_er", "mcd", "no_vae"]), Some(300.0 + 60.0 + 220.0));
-        assert_eq!(eta_seconds(&done, &[]), Some(0.0));
+        // vae_er at its 300, mcd at its 60, unseen no_vae at its family's 300 and unseen
+        // mcd_soft at its family's 60.
+        assert_eq!(eta_seconds(&done, &["vae_er", "mcd", "no_vae", "mcd_soft"], family), Some(720.0));
+        // With no run of the family, the mean of all runs (220).
+        assert_eq!(eta_seconds(&done[..2], &["mcd_soft"], family), Some(300.0));
+        assert_eq!(eta_seconds(&done, &["x"], |_, _| false), Some(220.0));
+        assert_eq!(eta_seconds(&done, &[], family), Some(0.0));
     }
 
     #[test]
