@@ -243,11 +243,12 @@ fn evaluate_killed_after_one_trial_resumes_to_the_same_report() {
             .args(["--methods", "vae_er,mcd", "--trials", "3", "--no-plots"]);
         c
     };
-    let run = |resume: &Path, out: &Path| {
+    let run_logged = |resume: &Path, out: &Path| {
         let o = command(resume, out, "8").output().unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
+        (String::from_utf8(o.stdout).unwrap(), String::from_utf8(o.stderr).unwrap())
     };
+    let run = |resume: &Path, out: &Path| run_logged(resume, out).0;
     let (whole, parts) = (tmp.path().join("whole"), tmp.path().join("parts"));
 
     // The uninterrupted run.
@@ -275,12 +276,14 @@ fn evaluate_killed_after_one_trial_resumes_to_the_same_report() {
     assert!(!out_parts.join("report.json").exists(), "the killed run wrote no report");
 
     // Resumed: the stored runs are read, the rest trained, and the report is the same.
-    let printed = run(&parts, &out_parts);
+    let (printed, log) = run_logged(&parts, &out_parts);
     assert!(
         printed
             .contains(&format!("trials complete: 3 of 3 ({} run(s) trained now, {stored} read", 6 - stored)),
         "{printed}"
     );
+    // The progress count includes the stored runs from its first line on.
+    assert!(log.contains(&format!("[{stored}/6 runs done, about ")), "{log}");
     let report = |out: &Path| -> Value {
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap()
     };

@@ -442,12 +442,24 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Evaluation, EvalError> {
     // ETA one time per family (the report keeps the methods' own order).
     let mut run_order = methods.clone();
     run_order.sort_by_key(|m| !m.is_mcd_family());
+    // Everything stored, read up front: the progress count and the ETA include it from the
+    // first line on, whatever order the runs are reached in.
+    let mut stored = Vec::new();
+    if let Some(s) = &store {
+        for &seed in &seeds {
+            for m in &run_order {
+                stored.extend(s.load(seed, m.name())?);
+            }
+        }
+    }
+    let is_stored =
+        |seed: u64, m: &Method| stored.iter().any(|r: &TrialRecord| r.seed == seed && r.method == m.name());
     'trials: for (k, &seed) in seeds.iter().enumerate() {
         let cfg = opts.train_config(seed);
         let bank = serving::noise_bank(NoiseBank::Gaussian, opts.mc_samples, seed.wrapping_add(2020))?;
         for (i, &m) in run_order.iter().enumerate() {
-            if let Some(r) = store.as_ref().map(|s| s.load(seed, m.name())).transpose()?.flatten() {
-                records.push(r);
+            if let Some(r) = stored.iter().find(|r| r.seed == seed && r.method == m.name()) {
+                records.push(r.clone());
                 resumed_runs += 1;
                 overall.inc(1);
                 continue;
@@ -459,17 +471,25 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Evaluation, EvalError> {
             let remaining: Vec<&str> = seeds[k..]
                 .iter()
                 .enumerate()
-                .flat_map(|(j, _)| run_order[if j == 0 { i } else { 0 }..].iter().map(|m| m.name()))
+                .flat_map(|(j, &s)| {
+                    run_order[if j == 0 { i } else { 0 }..]
+                        .iter()
+                        .filter(move |m| !is_stored(s, m))
+                        .map(|m| m.name())
+                })
                 .collect();
+            // Stored runs, and the runs trained since this process started.
+            let timed: Vec<TrialRecord> =
+                stored.iter().chain(records.iter().filter(|r| !stored.contains(r))).cloned().collect();
             let what = format!("trial {}/{trials} (seed {seed}): {}", k + 1, m.label());
             let same_family = |a: &str, b: &str| {
                 let mcd = |name: &str| Method::parse(name).is_some_and(Method::is_mcd_family);
                 mcd(a) == mcd(b)
             };
-            let eta = trials::eta_seconds(&records, &remaining, same_family)
+            let eta = trials::eta_seconds(&timed, &remaining, same_family)
                 .map_or(String::new(), |s| format!(", about {} left", crate::human::duration(s)));
             overall.set_message(what.clone());
-            eprintln!("{what} [{}/{} runs done{eta}]", records.len(), trials * methods.len());
+            eprintln!("{what} [{}/{} runs done{eta}]", timed.len(), trials * methods.len());
             let inputs = MethodInputs {
                 data: &data,
                 test_x: &test_x,
