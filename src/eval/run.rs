@@ -173,11 +173,11 @@ struct CrossFolds {
 /// regressors are trained per fold, or read from `store` when an earlier run trained them.
 fn cross_corpus_folds(
     path: &Path,
+    (corpus, sha256): (Corpus, String),
     cfg: &TrainConfig,
     mp: &MultiProgress,
     store: Option<&TrialStore>,
 ) -> Result<CrossData, EvalError> {
-    let (corpus, sha256) = load_corpus(path)?;
     let rows: Vec<usize> = (0..corpus.utterances.len()).collect();
     let speakers: Vec<String> =
         corpus.utterances.iter().map(|u| u.speaker.clone()).collect::<BTreeSet<_>>().into_iter().collect();
@@ -390,15 +390,16 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Evaluation, EvalError> {
     let utl = analysis::utl_matrix(&value, &truth, &entropy)?;
 
     let base_cfg = opts.train_config(opts.seed);
+    // The cross corpus is read once: its sha256 goes into the trial store's fingerprint, the
+    // corpus itself into the folds.
+    let cross_corpus = opts.cross_corpus.as_ref().map(|p| load_corpus(p).map(|c| (p, c))).transpose()?;
     let store = match &opts.resume {
         Some(dir) => {
-            let cross_sha =
-                opts.cross_corpus.as_ref().map(|p| load_corpus(p).map(|(_, sha)| sha)).transpose()?;
             let fingerprint = Fingerprint {
                 format: trials::STORE_FORMAT,
                 model_sha256: manifest.sha256.clone(),
                 corpus_sha256: corpus_sha.clone(),
-                cross_corpus_sha256: cross_sha,
+                cross_corpus_sha256: cross_corpus.as_ref().map(|(_, (_, sha))| sha.clone()),
                 mc_samples: opts.mc_samples,
                 schedule: serde_json::to_value(opts.train_config(0)).expect("config serialises"),
             };
@@ -406,10 +407,8 @@ pub fn run_evaluate(opts: &EvaluateOptions) -> Result<Evaluation, EvalError> {
         }
         None => None,
     };
-    let cross = opts
-        .cross_corpus
-        .as_ref()
-        .map(|p| cross_corpus_folds(p, &base_cfg, &mp, store.as_ref()))
+    let cross = cross_corpus
+        .map(|(p, loaded)| cross_corpus_folds(p, loaded, &base_cfg, &mp, store.as_ref()))
         .transpose()?;
     let cross_model = match &cross {
         Some(x) => {
