@@ -1,6 +1,12 @@
 """Reads an emogate Parquet archive back with independent readers and prints one JSON object.
 
 Usage: archive_readback.py ROOT
+       archive_readback.py s3://BUCKET/PREFIX --endpoint http://127.0.0.1:PORT
+
+With an `s3://` root the archive is read from an S3 API (credentials from AWS_ACCESS_KEY_ID /
+AWS_SECRET_ACCESS_KEY, region AWS_REGION or us-east-1) through pyarrow's `S3FileSystem`;
+DuckDB then queries the same pyarrow dataset (no httpfs extension needed), pandas reads
+through the same filesystem. The output has the same shape.
 
 The Rust integration tests (tests/archive_*.rs) compare this output with what they wrote:
 - `files`: every file under ROOT with its Parquet metadata as pyarrow sees it (codecs,
@@ -15,6 +21,7 @@ The Rust integration tests (tests/archive_*.rs) compare this output with what th
 Rows are sorted by (kafka_topic, kafka_partition, kafka_offset).
 """
 
+import argparse
 import json
 import os
 import sys
@@ -23,13 +30,15 @@ import duckdb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 KEY = ["kafka_topic", "kafka_partition", "kafka_offset"]
 
 
-def file_info(root, rel):
-    meta = pq.ParquetFile(os.path.join(root, rel)).metadata
+def file_info(fs, root, rel):
+    with fs.open_input_file(f"{root}/{rel}") as handle:
+        meta = pq.ParquetFile(handle).metadata
     codecs, no_stats = set(), set()
     for g in range(meta.num_row_groups):
         rg = meta.row_group(g)
@@ -65,16 +74,32 @@ def plain(table):
     return rows
 
 
-def main(root):
-    parquet, other = [], []
-    for dirpath, _, names in os.walk(root):
-        for name in names:
-            rel = os.path.relpath(os.path.join(dirpath, name), root)
-            (parquet if name.endswith(".parquet") else other).append(rel)
-    parquet.sort()
-    out = {"files": [file_info(root, rel) for rel in parquet], "other_files": sorted(other)}
+def filesystem(root, endpoint):
+    """(pyarrow filesystem, root path inside it)."""
+    if not root.startswith("s3://"):
+        return pafs.LocalFileSystem(), os.path.abspath(root)
+    s3 = pafs.S3FileSystem(
+        endpoint_override=endpoint,
+        scheme="http" if endpoint and endpoint.startswith("http://") else "https",
+        access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        region=os.environ.get("AWS_REGION", "us-east-1"),
+    )
+    return s3, root[len("s3://"):].rstrip("/")
 
-    dataset = ds.dataset(root, format="parquet", partitioning="hive")
+
+def main(root, endpoint=None):
+    fs, base = filesystem(root, endpoint)
+    parquet, other = [], []
+    for info in fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+        if info.type != pafs.FileType.File:
+            continue
+        rel = info.path[len(base) + 1:]
+        (parquet if info.base_name.endswith(".parquet") else other).append(rel)
+    parquet.sort()
+    out = {"files": [file_info(fs, base, rel) for rel in parquet], "other_files": sorted(other)}
+
+    dataset = ds.dataset(base, filesystem=fs, format="parquet", partitioning="hive")
     table = dataset.to_table()
     out["pyarrow"] = {
         "schema": {f.name: str(f.type) for f in table.schema},
@@ -84,7 +109,12 @@ def main(root):
 
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    src = f"read_parquet('{root}/**/*.parquet', hive_partitioning = true)"
+    if isinstance(fs, pafs.LocalFileSystem):
+        src = f"read_parquet('{base}/**/*.parquet', hive_partitioning = true)"
+    else:
+        # DuckDB scans the pyarrow dataset (hive partition columns included) in place.
+        con.register("archive_dataset", dataset)
+        src = "archive_dataset"
     types = {name: typ for name, typ, *_ in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
     cur = con.execute(
         f"SELECT * EXCLUDE (timestamp, processed_at, dt, hour), "
@@ -109,10 +139,14 @@ def main(root):
         "partition_mismatches": mismatches,
     }
 
-    frame = pd.read_parquet(root)
+    frame = pd.read_parquet(base, filesystem=fs)
     out["pandas"] = {"rows": len(frame), "dtypes": {c: str(t) for c, t in frame.dtypes.items()}}
     json.dump(out, sys.stdout)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root")
+    parser.add_argument("--endpoint", help="S3 endpoint URL for an s3:// root")
+    args = parser.parse_args()
+    main(args.root, args.endpoint)

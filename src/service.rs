@@ -14,6 +14,7 @@ use crate::archive::{ArchiveError, ArchiveKafka, ArchiveMetrics, ArchiveStage, A
 use crate::human;
 use crate::lifecycle::{boxed, StageContext, StageFuture, StageTaskFailed};
 use crate::pipeline::{InferReport, PipelineError};
+use crate::telemetry::ArchiveTelemetry;
 
 /// Why a stage stopped with an error. The message is the stage's own error's.
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +68,12 @@ impl fmt::Display for StageReport {
             }
             StageReport::Archive(s) => write!(
                 f,
-                "{} rows in {} files ({}), {} records skipped, {} offset commits",
+                "{} rows in {} files ({}), {} records dead-lettered, {} failed writes retried, {} offset commits",
                 human::count(s.rows),
                 human::count(s.files),
                 human::bytes(s.bytes),
-                human::count(s.skipped_records),
+                human::count(s.dead_lettered),
+                human::count(s.write_errors),
                 human::count(s.commits)
             ),
         }
@@ -95,7 +97,8 @@ impl StageReport {
                 "files": s.files,
                 "rows": s.rows,
                 "bytes": s.bytes,
-                "skipped_records": s.skipped_records,
+                "dead_lettered": s.dead_lettered,
+                "write_errors": s.write_errors,
                 "commits": s.commits,
             }),
         }
@@ -128,7 +131,8 @@ pub fn archive_stage(ctx: &StageContext) -> RunningStage {
         topics: vec![config.kafka.topics.accepted.clone(), config.kafka.topics.rejected.clone()],
         properties: config.kafka.properties.0.clone(),
     };
-    let metrics: Arc<dyn ArchiveMetrics> = ctx.metrics.clone();
+    let metrics: Arc<dyn ArchiveMetrics> =
+        Arc::new(ArchiveTelemetry { metrics: ctx.metrics.clone(), health: ctx.health.clone() });
     let mut shutdown = ctx.shutdown.clone();
     boxed(
         ArchiveStage::new(config.archive.clone(), kafka)

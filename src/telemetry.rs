@@ -88,7 +88,12 @@ pub struct Metrics {
     pub archive_files: IntCounter,
     pub archive_rows: IntCounter,
     pub archive_bytes: IntCounter,
-    pub archive_skipped: IntCounterVec,
+    pub archive_dead_lettered: IntCounterVec,
+    pub archive_write_errors: IntCounterVec,
+    /// Time a file waited from its first failed write to its durable write.
+    pub archive_retry_seconds: Histogram,
+    pub archive_sink_healthy: IntGauge,
+    pub archive_paused_partitions: IntGauge,
     pub archive_buffered_rows: IntGauge,
     pub archive_assigned_partitions: IntGauge,
     coverage_windows: Mutex<PerAttribute<CoverageWindow>>,
@@ -169,14 +174,33 @@ impl Metrics {
             "1 when the service is ready (model loaded, broker reachable, assigned)",
         )?;
         registry.register(Box::new(ready.clone()))?;
-        let archive_skipped = IntCounterVec::new(
+        let archive_dead_lettered = IntCounterVec::new(
             Opts::new(
-                "emogate_archive_skipped_records_total",
-                "Output records the archive skipped (empty or not an EmotionPrediction), by reason",
+                "emogate_archive_dead_lettered_total",
+                "Output records the archive sent to its dead-letter topic (empty or not an EmotionPrediction), by reason",
             ),
             &["reason"],
         )?;
-        registry.register(Box::new(archive_skipped.clone()))?;
+        registry.register(Box::new(archive_dead_lettered.clone()))?;
+        let archive_write_errors = IntCounterVec::new(
+            Opts::new(
+                "emogate_archive_write_errors_total",
+                "Failed archive writes (each failed retry counts), by reason; retried in place unless permanent",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(archive_write_errors.clone()))?;
+        let archive_sink_healthy = IntGauge::new(
+            "emogate_archive_sink_healthy",
+            "1 while archive writes succeed; 0 after archive.unhealthy_after_failures consecutive failures",
+        )?;
+        registry.register(Box::new(archive_sink_healthy.clone()))?;
+        archive_sink_healthy.set(1);
+        let archive_paused = IntGauge::new(
+            "emogate_archive_paused_partitions",
+            "Archive partitions paused while their file is retried",
+        )?;
+        registry.register(Box::new(archive_paused.clone()))?;
         let archive_buffered =
             IntGauge::new("emogate_archive_buffered_rows", "Rows buffered, not yet in a file")?;
         registry.register(Box::new(archive_buffered.clone()))?;
@@ -250,7 +274,15 @@ impl Metrics {
                 "emogate_archive_bytes_total",
                 "Bytes of Parquet written by the archive stage",
             )?,
-            archive_skipped,
+            archive_dead_lettered,
+            archive_write_errors,
+            archive_retry_seconds: histogram(
+                "emogate_archive_retry_seconds",
+                "Time an archive file waited from its first failed write to its durable write",
+                vec![0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0],
+            )?,
+            archive_sink_healthy,
+            archive_paused_partitions: archive_paused,
             archive_buffered_rows: archive_buffered,
             archive_assigned_partitions: archive_assigned,
             coverage_windows: Mutex::new(PerAttribute::from_fn(|_| CoverageWindow::new(COVERAGE_WINDOW))),
@@ -331,6 +363,48 @@ impl Metrics {
     }
 }
 
+/// The archive stage's hooks as a process wires them: into the registry, and the storage's
+/// health into `/readyz`.
+pub struct ArchiveTelemetry {
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<Health>,
+}
+
+impl crate::archive::ArchiveMetrics for ArchiveTelemetry {
+    fn file_written(&self, file: &crate::archive::WrittenFile) {
+        self.metrics.file_written(file);
+    }
+
+    fn record_dead_lettered(&self, topic: &str, reason: &'static str) {
+        self.metrics.record_dead_lettered(topic, reason);
+    }
+
+    fn write_failed(&self, reason: &'static str) {
+        self.metrics.write_failed(reason);
+    }
+
+    fn write_recovered(&self, waited: std::time::Duration) {
+        self.metrics.write_recovered(waited);
+    }
+
+    fn sink_health(&self, healthy: bool) {
+        self.metrics.sink_health(healthy);
+        self.health.archive_storage_failing.store(!healthy, Ordering::Relaxed);
+    }
+
+    fn paused_partitions(&self, partitions: usize) {
+        self.metrics.paused_partitions(partitions);
+    }
+
+    fn buffered_rows(&self, rows: usize) {
+        self.metrics.buffered_rows(rows);
+    }
+
+    fn assignment_changed(&self, partitions: usize) {
+        self.metrics.assignment_changed(partitions);
+    }
+}
+
 /// The archive stage reports through these hooks into the same registry.
 impl crate::archive::ArchiveMetrics for Metrics {
     fn file_written(&self, file: &crate::archive::WrittenFile) {
@@ -339,8 +413,24 @@ impl crate::archive::ArchiveMetrics for Metrics {
         self.archive_bytes.inc_by(file.bytes);
     }
 
-    fn record_skipped(&self, _topic: &str, reason: &'static str) {
-        self.archive_skipped.with_label_values(&[reason]).inc();
+    fn record_dead_lettered(&self, _topic: &str, reason: &'static str) {
+        self.archive_dead_lettered.with_label_values(&[reason]).inc();
+    }
+
+    fn write_failed(&self, reason: &'static str) {
+        self.archive_write_errors.with_label_values(&[reason]).inc();
+    }
+
+    fn write_recovered(&self, waited: std::time::Duration) {
+        self.archive_retry_seconds.observe(waited.as_secs_f64());
+    }
+
+    fn sink_health(&self, healthy: bool) {
+        self.archive_sink_healthy.set(i64::from(healthy));
+    }
+
+    fn paused_partitions(&self, partitions: usize) {
+        self.archive_paused_partitions.set(partitions as i64);
     }
 
     fn buffered_rows(&self, rows: usize) {
@@ -386,6 +476,9 @@ pub struct Health {
     pub broker_reachable: AtomicBool,
     /// Partitions currently assigned to the infer stage's consumer.
     pub assigned_partitions: AtomicI64,
+    /// Set while the archive's storage fails (`archive.unhealthy_after_failures` consecutive
+    /// failed writes, until one succeeds).
+    pub archive_storage_failing: AtomicBool,
 }
 
 impl Health {
@@ -412,6 +505,10 @@ impl Health {
         }
         if self.assigned_partitions.load(Ordering::Relaxed) <= 0 {
             missing.push("no partitions assigned");
+        }
+        if self.archive_storage_failing.load(Ordering::Relaxed) {
+            missing
+                .push("archive storage failing (writes are retried; see emogate_archive_write_errors_total)");
         }
         if missing.is_empty() {
             Ok(())

@@ -1,6 +1,7 @@
 //! The archive stage against librdkafka's mock cluster: records produced to both output topics
 //! (several partitions) are archived exactly once, the group's committed offsets reach the end
-//! of every partition, an undecodable record is skipped without stopping the stage, a restart
+//! of every partition, an undecodable record goes to the archive's dead-letter topic (with its reason) without
+//! stopping the stage, a restart
 //! continues where the first run committed — new files only, old ones untouched — and a second
 //! member joining makes the first write its buffers on revocation, without duplicate rows.
 #![cfg(feature = "testkit")]
@@ -63,7 +64,7 @@ fn config(root: &Path) -> ArchiveConfig {
     }
 }
 
-/// Runs the stage until `counters` shows `rows` rows and `skipped` skipped records, then stops it.
+/// Runs the stage until `counters` shows `rows` rows and `skipped` dead-lettered records, then stops it.
 async fn archive_until(brokers: &str, root: &Path, rows: u64, skipped: u64) -> (ArchiveSummary, Duration) {
     let counters = Arc::new(ArchiveCounters::default());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -78,7 +79,7 @@ async fn archive_until(brokers: &str, root: &Path, rows: u64, skipped: u64) -> (
         let _ = stop_rx.await;
     });
     let watcher = async {
-        while counters.summary().rows < rows || counters.summary().skipped_records < skipped {
+        while counters.summary().rows < rows || counters.summary().dead_lettered < skipped {
             assert!(
                 started.elapsed() < TIMEOUT,
                 "stage archived only {:?} of {rows} rows",
@@ -92,6 +93,37 @@ async fn archive_until(brokers: &str, root: &Path, rows: u64, skipped: u64) -> (
     let summary = result.expect("archive stage failed");
     assert_eq!(summary, counters.summary(), "summary and metric hooks disagree");
     (summary, started.elapsed())
+}
+
+/// The first `n` records of the archive's dead-letter topic: payload and headers.
+fn dead_letters(brokers: &str, n: usize) -> Vec<(Vec<u8>, BTreeMap<String, String>)> {
+    use rdkafka::message::{Headers, Message};
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "dlq-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&["emotion.archive.dlq"]).unwrap();
+    let started = Instant::now();
+    let mut out = Vec::new();
+    while out.len() < n {
+        assert!(started.elapsed() < WAIT, "only {} of {n} dead letters", out.len());
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let message = message.unwrap();
+        let headers = message
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        (h.key.to_string(), String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push((message.payload().unwrap_or_default().to_vec(), headers));
+    }
+    out
 }
 
 /// The group's committed offset (`None` if none) and the high watermark of every partition.
@@ -152,7 +184,12 @@ async fn stage_archives_each_record_once_commits_to_the_end_and_resumes() {
     produce(&brokers, 0..n, 40_000, &[b"not avro at all"]);
     let (summary, took) = archive_until(&brokers, &root, n, 1).await;
     eprintln!("run 1: {summary:?} in {took:?}");
-    assert_eq!((summary.rows, summary.skipped_records), (n, 1));
+    assert_eq!((summary.rows, summary.dead_lettered), (n, 1));
+    let dead = dead_letters(&brokers, 1);
+    assert_eq!(dead[0].0, b"not avro at all".to_vec(), "the payload is kept as it was");
+    let input = dead[0].1.get("emogate.input").cloned().unwrap_or_default();
+    assert!(input.starts_with("emotion.rejected/0/"), "emogate.input header {input:?}");
+    assert!(dead[0].1.contains_key("emogate.error") && dead[0].1.contains_key("emogate.error.detail"));
 
     let out = readback(&root);
     let keys = row_keys(&out, "pyarrow");
@@ -213,8 +250,8 @@ impl ArchiveMetrics for Recorder {
         self.counters.file_written(file);
         self.files.lock().unwrap().push(file.clone());
     }
-    fn record_skipped(&self, topic: &str, reason: &'static str) {
-        self.counters.record_skipped(topic, reason);
+    fn record_dead_lettered(&self, topic: &str, reason: &'static str) {
+        self.counters.record_dead_lettered(topic, reason);
     }
     fn offsets_committed(&self, topic: &str, partition: i32, next_offset: i64) {
         self.counters.offsets_committed(topic, partition, next_offset);
@@ -319,24 +356,102 @@ async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated(
     }
 }
 
-/// A sink that refuses every file, as a full or read-only disk would.
-struct RefusingSink;
+/// The local sink, refusing every file with "no space left" while `broken` is set (a full
+/// disk that an operator then cleans up), or for ever with a permanent error.
+struct BreakableSink {
+    inner: emogate::archive::LocalFsSink,
+    broken: std::sync::atomic::AtomicBool,
+    permanent: bool,
+}
 
-impl emogate::archive::ArchiveSink for RefusingSink {
-    fn put(&self, key: &str, _data: &[u8]) -> Result<(), emogate::archive::SinkError> {
-        Err(emogate::archive::SinkError::Io {
-            op: "write",
-            path: key.into(),
-            source: std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left"),
-        })
+impl emogate::archive::ArchiveSink for BreakableSink {
+    fn put(&self, key: &str, data: &[u8]) -> Result<(), emogate::archive::SinkError> {
+        if self.permanent {
+            return Err(emogate::archive::SinkError::InvalidKey(format!("{key} (refused for the test)")));
+        }
+        if self.broken.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(emogate::archive::SinkError::Io {
+                op: "write",
+                path: key.into(),
+                source: std::io::Error::new(std::io::ErrorKind::StorageFull, "no space left"),
+            });
+        }
+        self.inner.put(key, data)
     }
     fn location(&self, key: &str) -> String {
-        key.to_string()
+        self.inner.location(key)
     }
 }
 
 #[tokio::test]
-async fn a_file_that_cannot_be_stored_stops_the_stage_and_commits_nothing() {
+async fn a_full_disk_is_retried_in_place_and_nothing_is_committed_until_files_are_stored() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let kafka = MockKafka::new(1).unwrap();
+    let cluster = kafka.cluster();
+    for (topic, n) in TOPICS {
+        cluster.create_topic(topic, n, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("archive");
+    produce(&brokers, 0..80, 1, &[]);
+    let sink = Arc::new(BreakableSink {
+        inner: emogate::archive::LocalFsSink::new(&root),
+        broken: true.into(),
+        permanent: false,
+    });
+    let mut config = config(&root);
+    config.retry_initial_ms = 100;
+    config.retry_max_ms = 400;
+    let counters = Arc::new(ArchiveCounters::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let stage = emogate::archive::ArchiveStage::new(config, ArchiveKafka::new(&brokers))
+        .with_sink(sink.clone())
+        .with_metrics(counters.clone())
+        .run(async {
+            let _ = stop_rx.await;
+        });
+    let control = async {
+        // Broken: failures pile up and are retried, the sink turns unhealthy, nothing is
+        // committed and the stage keeps running.
+        let started = Instant::now();
+        while counters.summary().write_errors < 8 || counters.sink_healthy() {
+            assert!(started.elapsed() < WAIT, "no retries seen: {:?}", counters.summary());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let offsets_while_broken = tokio::task::spawn_blocking({
+            let brokers = brokers.clone();
+            move || offsets(&brokers)
+        })
+        .await
+        .unwrap();
+        for (tp, (committed, _)) in offsets_while_broken {
+            assert_eq!(committed, None, "{tp:?} committed although nothing was stored");
+        }
+        assert_eq!(counters.summary().rows, 0);
+        // Repaired: every row arrives once, without a restart.
+        sink.broken.store(false, SeqCst);
+        while counters.summary().rows < 80 {
+            assert!(started.elapsed() < TIMEOUT, "after the repair only {:?}", counters.summary());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(counters.sink_healthy(), "a stored file makes the sink healthy again");
+        stop_tx.send(()).unwrap();
+    };
+    let (result, ()) = tokio::join!(stage, control);
+    let summary = result.expect("the stage stopped instead of retrying in place");
+    assert_eq!(summary.rows, 80);
+    assert!(summary.write_errors >= 8, "{summary:?}");
+    let keys = row_keys(&readback(&root), "pyarrow");
+    assert_eq!(keys.len(), 80);
+    assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), 80, "duplicates after retrying");
+    for (tp, (committed, end)) in committed_and_end(&brokers) {
+        assert_eq!(committed, end, "{tp:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_failure_that_cannot_heal_stops_the_stage_and_commits_nothing() {
     let kafka = MockKafka::new(1).unwrap();
     let cluster = kafka.cluster();
     for (topic, n) in TOPICS {
@@ -345,16 +460,20 @@ async fn a_file_that_cannot_be_stored_stops_the_stage_and_commits_nothing() {
     let brokers = cluster.bootstrap_servers();
     let tmp = tempfile::tempdir().unwrap();
     produce(&brokers, 0..40, 1, &[]);
-
+    let sink = BreakableSink {
+        inner: emogate::archive::LocalFsSink::new(tmp.path()),
+        broken: true.into(),
+        permanent: true,
+    };
     let stage = emogate::archive::ArchiveStage::new(config(tmp.path()), ArchiveKafka::new(&brokers))
-        .with_sink(Arc::new(RefusingSink));
+        .with_sink(Arc::new(sink));
     // Never asked to stop: it must end by itself, with the sink's error.
     let result = tokio::time::timeout(TIMEOUT, stage.run(std::future::pending::<()>()))
         .await
         .expect("stage did not stop");
     let err = result.expect_err("the stage went on without storing files");
     assert!(matches!(err, emogate::archive::ArchiveError::Sink { .. }), "{err}");
-    assert!(err.to_string().contains("no space left"), "{err}");
+    assert!(err.to_string().contains("refused for the test"), "{err}");
     for (tp, (committed, _)) in offsets(&brokers) {
         assert_eq!(committed, None, "{tp:?} committed although nothing was stored");
     }

@@ -35,11 +35,14 @@ async fn dashboard_and_alerts_query_only_exported_metrics() {
             scrape.to_str().unwrap(),
             "--strict-contract",
             // Labelled families appear once a label value is used: the demo turns librdkafka
-            // statistics (where lag comes from) off, its archive skips no record, and...
+            // statistics (where lag comes from) off, its archive dead-letters no record and
+            // no archive write fails, and...
             "--allow-absent",
             "emogate_consumer_lag_records",
             "--allow-absent",
-            "emogate_archive_skipped_records_total",
+            "emogate_archive_dead_lettered_total",
+            "--allow-absent",
+            "emogate_archive_write_errors_total",
             // Set from the manifest's recorded calibration, which the fixture model has none of.
             "--allow-absent",
             "emogate_calibration_dev_gain_ratio",

@@ -6,6 +6,8 @@ use parquet::errors::ParquetError;
 use rdkafka::error::KafkaError;
 
 use super::config::InvalidArchiveConfig;
+use super::dead_letter::DeadLetterError;
+use super::object_sink::ObjectStoreSetupError;
 use super::partition::InvalidTopicName;
 use super::rows::RowError;
 use super::sink::SinkError;
@@ -40,12 +42,14 @@ pub enum ArchiveError {
         #[source]
         source: ParquetError,
     },
-    /// The sink could not store a file; its offsets were not committed.
-    #[error("storing {key}: {source}")]
+    /// The sink could not store a file for a reason that cannot heal (see
+    /// `SinkError::is_permanent`); its offsets were not committed.
+    #[error("storing {key} failed and cannot succeed by retrying: {source}")]
     Sink {
         key: String,
+        /// Boxed: an object-store error is large and this enum travels in every `Result`.
         #[source]
-        source: SinkError,
+        source: Box<SinkError>,
     },
     /// Creating or subscribing the consumer failed.
     #[error("kafka {context}: {source}")]
@@ -64,6 +68,16 @@ pub enum ArchiveError {
         #[source]
         source: KafkaError,
     },
+    /// The object-store client could not be set up.
+    #[error(transparent)]
+    Storage(Box<ObjectStoreSetupError>),
+    /// An undecodable record could not be dead-lettered; its offset was not committed.
+    #[error(transparent)]
+    DeadLetter(Box<DeadLetterError>),
+    /// The stage stopped (shutdown) while files were still failing to store. Their offsets
+    /// were not committed: the next start reads and writes them again.
+    #[error("stopped with {files} archive file(s) not stored (storage failing); their records are archived on the next start")]
+    Unstored { files: u64 },
     /// An earlier error stopped the archiver: nothing more is written or committed, and the
     /// rows it held are read again by the partitions' next owner.
     #[error("the archiver stopped after an earlier error")]
@@ -71,4 +85,17 @@ pub enum ArchiveError {
     /// The consumer thread could not start or died.
     #[error("archive consumer thread: {0}")]
     Thread(String),
+}
+
+// Boxed variants: their errors are large, and this enum travels in every `Result` of the stage.
+impl From<ObjectStoreSetupError> for ArchiveError {
+    fn from(e: ObjectStoreSetupError) -> Self {
+        ArchiveError::Storage(Box::new(e))
+    }
+}
+
+impl From<DeadLetterError> for ArchiveError {
+    fn from(e: DeadLetterError) -> Self {
+        ArchiveError::DeadLetter(Box::new(e))
+    }
 }

@@ -3,11 +3,14 @@
 //! The archive does not depend on a metrics library: it calls [`ArchiveMetrics`], which the
 //! telemetry module implements with its Prometheus registry (e.g.
 //! `emogate_archive_files_total`, `emogate_archive_rows_total`, `emogate_archive_bytes_total`,
-//! `emogate_archive_skipped_records_total{reason}`, `emogate_archive_buffered_rows`,
+//! `emogate_archive_dead_lettered_total{reason}`, `emogate_archive_write_errors_total{reason}`,
+//! `emogate_archive_retry_seconds`, `emogate_archive_sink_healthy`,
+//! `emogate_archive_paused_partitions`, `emogate_archive_buffered_rows`,
 //! `emogate_archive_assigned_partitions`).
 //! [`ArchiveCounters`] is a ready-made atomic implementation (tests, demo summaries).
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use super::partition::FileKey;
 use super::roll::RollReason;
@@ -35,10 +38,23 @@ pub trait ArchiveMetrics: Send + Sync {
     /// A file became durable.
     fn file_written(&self, _file: &WrittenFile) {}
 
-    /// A record of `topic` was skipped: its payload was empty or not an `EmotionPrediction`.
-    /// `reason` is a codec reason code (see [`crate::codec::DecodeError::reason`]) or
-    /// `empty_payload`.
-    fn record_skipped(&self, _topic: &str, _reason: &'static str) {}
+    /// A record of `topic` went to the archive's dead-letter topic: its payload was empty or
+    /// not an `EmotionPrediction`. `reason` is a codec reason code (see
+    /// [`crate::codec::DecodeError::reason`]) or `empty_payload`.
+    fn record_dead_lettered(&self, _topic: &str, _reason: &'static str) {}
+
+    /// A put failed (`reason`: [`super::SinkError::reason`]); it is retried unless permanent.
+    fn write_failed(&self, _reason: &'static str) {}
+
+    /// A file that had failed became durable after waiting `waited` since its first failure.
+    fn write_recovered(&self, _waited: Duration) {}
+
+    /// The sink became healthy or unhealthy (`archive.unhealthy_after_failures` consecutive
+    /// failures; for `/readyz`).
+    fn sink_health(&self, _healthy: bool) {}
+
+    /// Partitions now paused while their file is retried.
+    fn paused_partitions(&self, _partitions: usize) {}
 
     /// Offsets up to `next_offset` (exclusive) of `topic`/`partition` were committed.
     fn offsets_committed(&self, _topic: &str, _partition: i32, _next_offset: i64) {}
@@ -67,8 +83,10 @@ pub struct ArchiveSummary {
     pub rows: u64,
     /// Bytes written.
     pub bytes: u64,
-    /// Records skipped as undecodable.
-    pub skipped_records: u64,
+    /// Undecodable records sent to the archive's dead-letter topic.
+    pub dead_lettered: u64,
+    /// Failed puts (each retry that fails counts again).
+    pub write_errors: u64,
     /// Offset commits requested (one per roll that moved a partition's offset). A commit the
     /// broker refused on revocation still counts; any other refusal stops the stage.
     pub commits: u64,
@@ -80,7 +98,9 @@ pub struct ArchiveCounters {
     files: AtomicU64,
     rows: AtomicU64,
     bytes: AtomicU64,
-    skipped: AtomicU64,
+    dead_lettered: AtomicU64,
+    write_errors: AtomicU64,
+    unhealthy: AtomicBool,
     commits: AtomicU64,
     assigned: AtomicI64,
     buffered: AtomicU64,
@@ -93,9 +113,15 @@ impl ArchiveCounters {
             files: self.files.load(Ordering::Relaxed),
             rows: self.rows.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
-            skipped_records: self.skipped.load(Ordering::Relaxed),
+            dead_lettered: self.dead_lettered.load(Ordering::Relaxed),
+            write_errors: self.write_errors.load(Ordering::Relaxed),
             commits: self.commits.load(Ordering::Relaxed),
         }
+    }
+
+    /// Whether the sink is healthy now.
+    pub fn sink_healthy(&self) -> bool {
+        !self.unhealthy.load(Ordering::Relaxed)
     }
 
     /// Rows currently buffered.
@@ -116,8 +142,16 @@ impl ArchiveMetrics for ArchiveCounters {
         self.bytes.fetch_add(file.bytes, Ordering::Relaxed);
     }
 
-    fn record_skipped(&self, _topic: &str, _reason: &'static str) {
-        self.skipped.fetch_add(1, Ordering::Relaxed);
+    fn record_dead_lettered(&self, _topic: &str, _reason: &'static str) {
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn write_failed(&self, _reason: &'static str) {
+        self.write_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn sink_health(&self, healthy: bool) {
+        self.unhealthy.store(!healthy, Ordering::Relaxed);
     }
 
     fn offsets_committed(&self, _topic: &str, _partition: i32, _next_offset: i64) {

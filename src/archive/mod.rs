@@ -8,9 +8,13 @@
 //! | `partition.rs` | `dt=YYYY-MM-DD/hour=HH/{topic}+{partition}+{first_offset}.parquet` | pure |
 //! | `roll.rs` | [`RollPolicy`]: when a buffer becomes a file (rows, age, hour change, revoke, shutdown) | pure |
 //! | `writer.rs` | Parquet encoding (zstd, row groups, statistics), deterministic bytes | pure |
-//! | `sink.rs` | [`ArchiveSink`] (durable atomic put) and [`LocalFsSink`] (temp + fsync + rename + fsync dir) | files |
-//! | `archiver.rs` | [`Archiver`]: buffers per partition, rolls, writes, says which offsets may be committed | files |
-//! | `stage.rs` | the Kafka consumer: rebalance flushes, commits after durability, shutdown | Kafka |
+//! | `location.rs` | [`ArchiveLocation`]: `archive.url` → a local directory or an object-store prefix | pure |
+//! | `retry.rs` | [`RetryPolicy`]: backoff with jitter for failed writes, when the sink is unhealthy | pure |
+//! | `sink.rs` | [`ArchiveSink`] (durable atomic put), [`LocalFsSink`] (temp + fsync + rename + fsync dir), which failures heal | files |
+//! | `object_sink.rs` | [`ObjectStoreSink`]: S3/GCS/Azure through `object_store`, multipart for large files | network |
+//! | `archiver.rs` | [`Archiver`]: buffers per partition, rolls, writes, retries in place, says which offsets may be committed and which partitions to pause | files |
+//! | `dead_letter.rs` | [`ArchiveDeadLetters`]: undecodable output records → `emotion.archive.dlq` | Kafka |
+//! | `stage.rs` | the Kafka consumer: rebalance flushes, pause/resume while retrying, commits after durability, shutdown | Kafka |
 //! | `metrics.rs` | [`ArchiveMetrics`] hooks for telemetry, [`ArchiveCounters`] | — |
 //! | `config.rs` | [`ArchiveConfig`], the `[archive]` section | — |
 //!
@@ -20,16 +24,24 @@
 //! - File names are a function of the records (first offset, first row's `processed_at` hour),
 //!   so a replay after a crash rewrites the same file: `N` records in → `N` rows, unique by
 //!   (topic, partition, offset). The argument is in `roll.rs`.
-//! - The stage stops (with an error) when a file cannot be stored or its offsets cannot be
-//!   committed, rather than continuing past data it could not make durable.
+//! - A file that cannot be stored for a reason that may heal (a refused connection, a timeout,
+//!   a full disk) is retried in place while its partition is paused; nothing past it is
+//!   committed. The stage stops (with an error) only when a failure cannot heal (a bucket that
+//!   does not exist, access denied) or offsets cannot be committed.
+//! - An output record that does not decode goes to the archive's dead-letter topic with a
+//!   reason header before its offset is committed.
 //!
 //! Readers: `docs/archive.md` has DuckDB and pandas queries.
 
 mod archiver;
 mod config;
+mod dead_letter;
 mod error;
+mod location;
 mod metrics;
+mod object_sink;
 mod partition;
+mod retry;
 mod roll;
 mod rows;
 mod schema;
@@ -37,11 +49,15 @@ mod sink;
 mod stage;
 mod writer;
 
-pub use archiver::{Archiver, CommitRequest};
-pub use config::{ArchiveConfig, InvalidArchiveConfig};
+pub use archiver::{Archiver, CommitRequest, FlowChange};
+pub use config::{ArchiveConfig, InvalidArchiveConfig, ObjectStoreOptions};
+pub use dead_letter::{ArchiveDeadLetters, DeadLetterError, KafkaDeadLetters, UndecodableRecord};
 pub use error::ArchiveError;
+pub use location::{ArchiveLocation, InvalidArchiveUrl, StoreKind};
 pub use metrics::{ArchiveCounters, ArchiveMetrics, ArchiveSummary, NoMetrics, WrittenFile};
+pub use object_sink::{ObjectStoreSetupError, ObjectStoreSink, MULTIPART_THRESHOLD, PART_SIZE};
 pub use partition::{validate_topic, FileKey, HourPartition, InvalidTopicName};
+pub use retry::RetryPolicy;
 pub use roll::{OpenBuffer, RollPolicy, RollReason};
 pub use rows::{FinishedRows, RowBuffer, RowError};
 pub use schema::{archive_schema, attribute_column, ATTRIBUTE_FIELDS, COLUMN_COUNT};

@@ -1,4 +1,5 @@
-//! Where finished files go: [`ArchiveSink`] and the local-filesystem [`LocalFsSink`].
+//! Where finished files go: [`ArchiveSink`], the local-filesystem [`LocalFsSink`], and which
+//! failures may heal ([`SinkError::is_permanent`]). The object-store sink is in `object_sink.rs`.
 //!
 //! The sink gets a complete file as bytes and a `/`-separated key (`dt=…/hour=…/name.parquet`).
 //! Whole-object puts are what object stores offer natively (a single PUT, or a multipart
@@ -32,6 +33,67 @@ pub enum SinkError {
         "invalid archive key {0:?}: expected a relative `/`-separated path without `.`, `..` or empty parts"
     )]
     InvalidKey(String),
+    /// An object-store request failed (after the client's own short retries).
+    #[error("{op} {location}: {source}")]
+    ObjectStore {
+        /// What was being done (`put`, `multipart upload`, …).
+        op: &'static str,
+        /// The object's URL.
+        location: String,
+        /// The store's error.
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+impl SinkError {
+    /// Whether waiting cannot help: the stage stops on such an error (naming the location and
+    /// the cause) instead of retrying in place. A bucket that does not exist, denied or
+    /// unauthenticated requests and unsupported operations need an operator; a refused
+    /// connection, a timeout, a 5xx, a full disk or a read-only remount may heal by themselves
+    /// or by a fix that does not restart the service, so they are retried. A local permission
+    /// error is retried too: a volume's ownership or mount can be fixed under a running pod,
+    /// while an object store's denial is a credential or policy decision.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SinkError::Io { .. } => false,
+            SinkError::InvalidKey(_) => true,
+            SinkError::ObjectStore { source, .. } => matches!(
+                source,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+                    | object_store::Error::NotSupported { .. }
+                    | object_store::Error::NotImplemented { .. }
+                    | object_store::Error::InvalidPath { .. }
+                    | object_store::Error::UnknownConfigurationKey { .. }
+            ),
+        }
+    }
+
+    /// Stable snake_case reason code (the `reason` label of
+    /// `emogate_archive_write_errors_total`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SinkError::Io { source, .. } => match source.kind() {
+                io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => "disk_full",
+                io::ErrorKind::ReadOnlyFilesystem => "read_only",
+                io::ErrorKind::PermissionDenied => "permission_denied",
+                _ => "io",
+            },
+            SinkError::InvalidKey(_) => "invalid_key",
+            SinkError::ObjectStore { source, .. } => match source {
+                object_store::Error::NotFound { .. } => "not_found",
+                object_store::Error::PermissionDenied { .. } => "permission_denied",
+                object_store::Error::Unauthenticated { .. } => "unauthenticated",
+                object_store::Error::NotSupported { .. }
+                | object_store::Error::NotImplemented { .. }
+                | object_store::Error::InvalidPath { .. }
+                | object_store::Error::UnknownConfigurationKey { .. } => "unsupported",
+                _ => "unavailable",
+            },
+        }
+    }
 }
 
 impl From<DurableError> for SinkError {
@@ -81,18 +143,6 @@ impl LocalFsSink {
         &self.root
     }
 
-    /// Splits and checks a key.
-    fn components(key: &str) -> Result<Vec<&str>, SinkError> {
-        let parts: Vec<&str> = key.split('/').collect();
-        let plain =
-            |p: &&str| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\\') && !p.contains('\0');
-        if parts.iter().all(plain) {
-            Ok(parts)
-        } else {
-            Err(SinkError::InvalidKey(key.to_string()))
-        }
-    }
-
     /// Creates `dir` (under the root) one level at a time, fsyncing each new entry's parent.
     fn ensure_dirs(&self, dirs: &[&str]) -> Result<PathBuf, SinkError> {
         if !self.root.is_dir() {
@@ -114,7 +164,7 @@ impl LocalFsSink {
 
 impl ArchiveSink for LocalFsSink {
     fn put(&self, key: &str, data: &[u8]) -> Result<(), SinkError> {
-        let parts = Self::components(key)?;
+        let parts = key_components(key)?;
         let (name, dirs) = parts.split_last().ok_or_else(|| SinkError::InvalidKey(key.to_string()))?;
         let dir = self.ensure_dirs(dirs)?;
         let target = dir.join(name);
@@ -125,6 +175,18 @@ impl ArchiveSink for LocalFsSink {
 
     fn location(&self, key: &str) -> String {
         self.root.join(key).display().to_string()
+    }
+}
+
+/// Splits and checks a key: a relative `/`-separated path of plain components, so that it can
+/// neither leave a local root nor name something odd in an object store.
+pub(crate) fn key_components(key: &str) -> Result<Vec<&str>, SinkError> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let plain = |p: &&str| !p.is_empty() && *p != "." && *p != ".." && !p.contains('\\') && !p.contains('\0');
+    if parts.iter().all(plain) {
+        Ok(parts)
+    } else {
+        Err(SinkError::InvalidKey(key.to_string()))
     }
 }
 

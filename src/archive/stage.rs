@@ -18,6 +18,14 @@
 //! archive group starts with what the topics still hold). Other `properties` (SASL, TLS, …) are
 //! passed through; the four settings above always win.
 //!
+//! # Failed writes
+//! The archiver keeps a file whose put failed (for a reason that may heal) and names its
+//! partition for a pause; this loop applies pauses and resumes ([`apply_flow`]) after every
+//! archiver call and keeps polling, so the group membership is kept, retries run from the
+//! archiver's deadlines and a shutdown request is seen within [`MAX_POLL`]. A paused
+//! partition is not fetched, so memory stays bounded; on resume the consumer seeks back to
+//! the first record the archiver has not handled.
+//!
 //! # Rebalance and shutdown
 //! On revocation the buffers of the revoked partitions are rolled and committed inside the
 //! callback, before the partitions go. On shutdown every buffer is rolled and committed, then the
@@ -43,8 +51,11 @@ use rdkafka::ClientContext;
 
 use super::archiver::{Archiver, CommitRequest};
 use super::config::ArchiveConfig;
+use super::dead_letter::KafkaDeadLetters;
 use super::error::ArchiveError;
+use super::location::ArchiveLocation;
 use super::metrics::{ArchiveMetrics, ArchiveSummary, NoMetrics};
+use super::object_sink::ObjectStoreSink;
 use super::partition::validate_topic;
 use super::roll::RollReason;
 use super::sink::{ArchiveSink, LocalFsSink};
@@ -80,21 +91,38 @@ impl ArchiveKafka {
 pub struct ArchiveStage {
     config: ArchiveConfig,
     kafka: ArchiveKafka,
-    sink: Arc<dyn ArchiveSink>,
+    /// `None`: built from `config.url`/`config.root` when the stage starts.
+    sink: Option<Arc<dyn ArchiveSink>>,
     metrics: Arc<dyn ArchiveMetrics>,
 }
 
 impl ArchiveStage {
-    /// A stage writing to a [`LocalFsSink`] at `config.root`, without metrics.
+    /// A stage writing where `config` says (`url`, else `root`): a [`LocalFsSink`] or an
+    /// [`ObjectStoreSink`], without metrics.
     pub fn new(config: ArchiveConfig, kafka: ArchiveKafka) -> Self {
-        let sink = Arc::new(LocalFsSink::new(config.root.clone()));
-        ArchiveStage { config, kafka, sink, metrics: Arc::new(NoMetrics) }
+        ArchiveStage { config, kafka, sink: None, metrics: Arc::new(NoMetrics) }
     }
 
-    /// Stores files in `sink` instead (an object store, say).
+    /// Stores files in `sink` instead.
     pub fn with_sink(mut self, sink: Arc<dyn ArchiveSink>) -> Self {
-        self.sink = sink;
+        self.sink = Some(sink);
         self
+    }
+
+    /// The configured sink (checked settings; an object-store client is built, no request is
+    /// made).
+    fn sink(&self) -> Result<(Arc<dyn ArchiveSink>, String), ArchiveError> {
+        let location = self.config.location().map_err(|e| {
+            ArchiveError::Config(super::config::InvalidArchiveConfig { field: "url", problem: e.problem })
+        })?;
+        if let Some(sink) = &self.sink {
+            return Ok((Arc::clone(sink), sink.location("").trim_end_matches('/').to_string()));
+        }
+        let sink: Arc<dyn ArchiveSink> = match &location {
+            ArchiveLocation::Local(root) => Arc::new(LocalFsSink::new(root.clone())),
+            remote => Arc::new(ObjectStoreSink::connect(remote, &self.config.object_store.0)?),
+        };
+        Ok((sink, location.to_string()))
     }
 
     /// Reports to `metrics`.
@@ -152,8 +180,14 @@ impl ArchiveStage {
             validate_topic(topic)?;
         }
         let client_config = self.client_config();
+        let (sink, location) = self.sink()?;
+        let dead_letters =
+            KafkaDeadLetters::new(&self.kafka.brokers, &self.kafka.properties, &self.config.dlq_topic)?;
+        self.metrics.sink_health(true);
         let archiver =
-            Archiver::new(self.config.roll_policy(), self.config.parquet(), self.sink, self.metrics.clone());
+            Archiver::new(self.config.roll_policy(), self.config.parquet(), sink, self.metrics.clone())
+                .with_retry(self.config.retry_policy())
+                .with_dead_letters(Arc::new(dead_letters));
         let context = ArchiveContext {
             archiver: Mutex::new(archiver),
             failure: Mutex::new(None),
@@ -166,11 +200,16 @@ impl ArchiveStage {
         consumer
             .subscribe(&topics)
             .map_err(|source| ArchiveError::Kafka { context: "subscribing", source })?;
-        tracing::info!(topics = ?topics, group = %self.config.group_id, root = %self.config.root.display(), "archive stage started");
+        tracing::info!(topics = ?topics, group = %self.config.group_id, archive = %location, dlq = %self.config.dlq_topic, "archive stage started");
 
         let result = consume(&consumer, stop).and_then(|()| {
+            let abandoned = consumer.context().archiver().abandoned_files();
             let commits = consumer.context().archiver().flush_all(RollReason::Shutdown)?;
-            commit(&consumer, &commits)
+            commit(&consumer, &commits)?;
+            match consumer.context().archiver().abandoned_files() - abandoned {
+                0 => Ok(()),
+                files => Err(ArchiveError::Unstored { files }),
+            }
         });
         if result.is_err() {
             consumer.context().archiver().stop();
@@ -221,10 +260,11 @@ fn consume(consumer: &BaseConsumer<ArchiveContext>, stop: &AtomicBool) -> Result
         match consumer.poll(wait) {
             None => {}
             Some(Ok(message)) => {
-                let commits = consumer.context().archiver().record(
+                let commits = consumer.context().archiver().record_keyed(
                     message.topic(),
                     message.partition(),
                     message.offset(),
+                    message.key(),
                     message.payload(),
                     Instant::now(),
                 )?;
@@ -238,6 +278,35 @@ fn consume(consumer: &BaseConsumer<ArchiveContext>, stop: &AtomicBool) -> Result
         }
         let commits = consumer.context().archiver().tick(Instant::now())?;
         commit(consumer, &commits)?;
+        apply_flow(consumer)?;
+    }
+    Ok(())
+}
+
+/// Pauses the partitions whose file failed and resumes (seeking back) those whose file is now
+/// stored.
+fn apply_flow(consumer: &BaseConsumer<ArchiveContext>) -> Result<(), ArchiveError> {
+    let flow = consumer.context().archiver().take_flow_changes();
+    if flow.is_empty() {
+        return Ok(());
+    }
+    let kafka = |context| move |source| ArchiveError::Kafka { context, source };
+    if !flow.pause.is_empty() {
+        let mut tpl = TopicPartitionList::new();
+        for (topic, partition) in &flow.pause {
+            tpl.add_partition(topic, *partition);
+        }
+        consumer.pause(&tpl).map_err(kafka("pausing partitions"))?;
+        tracing::warn!(partitions = ?flow.pause, "archive partitions paused until their file is stored");
+    }
+    for (topic, partition, seek_to) in &flow.resume {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition(topic, *partition);
+        consumer.resume(&tpl).map_err(kafka("resuming a partition"))?;
+        consumer
+            .seek(topic, *partition, Offset::Offset(*seek_to), Duration::from_secs(10))
+            .map_err(kafka("seeking a resumed partition"))?;
+        tracing::info!(topic, partition, seek_to, "archive partition resumed");
     }
     Ok(())
 }

@@ -57,8 +57,13 @@ pub struct DemoOptions {
     /// Good synthetic records to push through.
     pub records: usize,
     pub model_dir: PathBuf,
-    /// Where the archive stage (if run) writes.
+    /// Where the archive stage (if run) writes, when `archive_url` is not set.
     pub archive_root: PathBuf,
+    /// `archive.url`: an object-store URL (`s3://bucket/prefix`, …) or a path; overrides
+    /// `archive_root`.
+    pub archive_url: Option<String>,
+    /// `archive.object_store` options (`endpoint`, `region`, `allow_http`, …).
+    pub archive_options: Vec<(String, String)>,
     pub partitions: i32,
     pub mode: DeliveryMode,
     pub coverage: f64,
@@ -87,6 +92,13 @@ pub struct DemoOptions {
     pub brokers: Option<String>,
 }
 
+impl DemoOptions {
+    /// Where the archive goes: `archive_url`, else `archive_root`.
+    pub fn archive_location(&self) -> String {
+        self.archive_url.clone().unwrap_or_else(|| self.archive_root.display().to_string())
+    }
+}
+
 impl Default for DemoOptions {
     fn default() -> Self {
         let model_dir = if PathBuf::from("models/default/manifest.json").exists() {
@@ -98,6 +110,8 @@ impl Default for DemoOptions {
             records: 2000,
             model_dir,
             archive_root: PathBuf::from("demo-output/archive"),
+            archive_url: None,
+            archive_options: Vec::new(),
             partitions: 4,
             mode: DeliveryMode::ExactlyOnce,
             coverage: 0.8,
@@ -242,7 +256,7 @@ impl fmt::Display for DemoSummary {
             "{} rows in {} files under {}",
             count(self.archive_rows),
             count(self.archive_files),
-            self.options.archive_root.display()
+            self.options.archive_location()
         );
         human::row(f, "archive", archive)
     }
@@ -287,6 +301,7 @@ impl DemoSummary {
             "archive_rows": self.archive_rows,
             "archive_files": self.archive_files,
             "archive_root": self.options.archive_root,
+            "archive_url": self.options.archive_location(),
             "stages": service::outcomes_json(&self.other_stages),
             "latency": self.latency,
         })
@@ -312,6 +327,8 @@ pub fn demo_config(brokers: &str, options: &DemoOptions) -> Config {
     config.model.intra_op_spinning = options.intra_op_spinning;
     config.kafka.properties.0.extend(options.properties.iter().cloned());
     config.archive.root = options.archive_root.clone();
+    config.archive.url = options.archive_url.clone();
+    config.archive.object_store.0.extend(options.archive_options.iter().cloned());
     // Roll archive files every second so the demo's rows are on disk while it runs.
     config.archive.roll_age_ms = 1000;
     config.telemetry.listen = None;

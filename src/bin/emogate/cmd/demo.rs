@@ -25,6 +25,15 @@ pub struct DemoArgs {
     /// run creates and deletes its own uniquely named topics there.
     #[arg(long)]
     brokers: Option<String>,
+    /// Archive to this URL instead of demo-output/archive: `s3://bucket/prefix`, `gs://…`,
+    /// `az://…`, `file:///path` or a path (`archive.url`). Credentials come from the
+    /// environment (AWS_ACCESS_KEY_ID, …), never from the URL.
+    #[arg(long, value_name = "URL")]
+    archive_url: Option<String>,
+    /// An object-store option `KEY=VALUE` (`archive.object_store`), e.g.
+    /// `endpoint=http://127.0.0.1:9000`, `region=us-east-1`, `allow_http=true`; repeatable.
+    #[arg(long = "archive-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    archive_options: Vec<(String, String)>,
     /// Print the summary as one JSON object instead of the human one.
     #[arg(long)]
     json: bool,
@@ -36,6 +45,8 @@ pub fn run(args: DemoArgs) -> Result<()> {
         records: args.records,
         mode: args.delivery,
         brokers: args.brokers,
+        archive_url: args.archive_url,
+        archive_options: args.archive_options,
         ..DemoOptions::default()
     };
     if let Some(model) = args.model {
@@ -61,4 +72,12 @@ pub fn run(args: DemoArgs) -> Result<()> {
         bail!("archive holds {} rows for {} predictions", summary.archive_rows, summary.report.predictions);
     }
     Ok(())
+}
+
+/// `KEY=VALUE` → `(KEY, VALUE)`.
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.trim().is_empty() => Ok((key.trim().to_string(), value.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
 }

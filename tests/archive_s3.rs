@@ -1,0 +1,385 @@
+//! The archive on a real S3 API: moto's server on 127.0.0.1 (from the Python test
+//! environment), read back with pyarrow's `S3FileSystem`, DuckDB over the pyarrow dataset and
+//! pandas (`scripts/archive_readback.py s3://…`).
+//!
+//! - `emogate demo --archive-url s3://…` (credentials from the environment, the endpoint as an
+//!   `--archive-option`) archives every prediction exactly once with the local archive's types.
+//! - An S3 outage in the middle of the stream (the endpoint stops answering: a proxy in front
+//!   of moto is closed, then opened again on the same port) is survived in place: no commit
+//!   passes a stored object, nothing is lost or duplicated, the stage never exits.
+//! - Replaying the same offsets (a new group, as after a crash between PUT and commit) PUTs
+//!   the same keys with the same bytes.
+#![cfg(feature = "testkit")]
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::archive::row_keys;
+use common::predictions::{encode, prediction, T0_MS};
+use emogate::archive::{ArchiveConfig, ArchiveCounters, ArchiveKafka, ArchiveStage, ArchiveSummary};
+use emogate::testkit::cluster::MockKafka;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use serde_json::{json, Value};
+
+const KEY: &str = "testing";
+const TOPICS: [(&str, i32); 2] = [("emotion.accepted", 2), ("emotion.rejected", 1)];
+const TIMEOUT: Duration = Duration::from_secs(90);
+
+/// moto's S3 server on a free port of 127.0.0.1, killed on drop.
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Moto {
+    fn start() -> Moto {
+        let port = free_port();
+        let child = Command::new(common::python())
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto's server (make deps installs it)");
+        let moto = Moto { child, port };
+        common::wait::wait_until("moto listening", Duration::from_secs(60), || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        moto
+    }
+
+    fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn create_bucket(&self, bucket: &str) {
+        let code = format!(
+            "import boto3; boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+             aws_access_key_id='{KEY}', aws_secret_access_key='{KEY}').create_bucket(Bucket='{bucket}')",
+            self.endpoint()
+        );
+        let status = Command::new(common::python()).args(["-c", &code]).status().unwrap();
+        assert!(status.success(), "creating bucket {bucket}");
+    }
+
+    /// `scripts/archive_readback.py` over `url`, read from `endpoint`.
+    fn readback(&self, url: &str) -> Value {
+        let out = Command::new(common::python())
+            .arg(common::repo_root().join("scripts/archive_readback.py"))
+            .args([url, "--endpoint", &self.endpoint()])
+            .envs(credentials())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "read-back failed: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn credentials() -> [(&'static str, &'static str); 3] {
+    [("AWS_ACCESS_KEY_ID", KEY), ("AWS_SECRET_ACCESS_KEY", KEY), ("AWS_REGION", "us-east-1")]
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn demo_archives_every_prediction_once_to_s3_with_the_local_archives_types() {
+    let moto = Moto::start();
+    moto.create_bucket("emogate-demo");
+    let endpoint = format!("endpoint={}", moto.endpoint());
+    let out = Command::new(env!("CARGO_BIN_EXE_emogate"))
+        .args(["demo", "--records", "300", "--json", "--archive-url", "s3://emogate-demo/runs/a"])
+        .args(["--archive-option", &endpoint, "--archive-option", "allow_http=true"])
+        .envs(credentials())
+        .current_dir(common::repo_root())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "demo failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let predictions = summary["predictions"].as_u64().unwrap();
+    assert_eq!(summary["archive_rows"].as_u64(), Some(predictions), "{summary}");
+    assert_eq!(summary["archive_url"], json!("s3://emogate-demo/runs/a"));
+
+    let back = moto.readback("s3://emogate-demo/runs/a");
+    let keys = row_keys(&back, "pyarrow");
+    assert_eq!(keys.len() as u64, predictions);
+    assert_eq!(keys.iter().collect::<BTreeSet<_>>().len() as u64, predictions, "duplicate rows");
+    assert_eq!(back["other_files"], json!([]), "only Parquet objects");
+    let duck = &back["duckdb"];
+    assert_eq!(
+        (duck["count"].as_u64(), duck["distinct_keys"].as_u64()),
+        (Some(predictions), Some(predictions))
+    );
+    assert_eq!(duck["partition_mismatches"], json!(0));
+    assert_eq!(duck["types"]["processed_at"], json!("TIMESTAMP WITH TIME ZONE"));
+    assert_eq!(duck["types"]["valence_distribution"], json!("FLOAT[]"));
+    let schema = &back["pyarrow"]["schema"];
+    assert_eq!(schema["timestamp"], json!("timestamp[ms, tz=UTC]"));
+    assert_eq!(schema["arousal_distribution"], json!("list<item: float not null>"));
+    assert_eq!(schema["kafka_partition"], json!("int32"));
+    assert_eq!(back["pandas"]["rows"], json!(predictions));
+    for file in back["files"].as_array().unwrap() {
+        assert_eq!(file["codecs"], json!(["ZSTD"]), "{file}");
+        let path = file["path"].as_str().unwrap();
+        assert!(path.starts_with("dt=") && path.contains("/hour="), "{path}");
+    }
+}
+
+/// A TCP proxy in front of moto that can be closed (connections refused, open ones cut) and
+/// opened again on the same port: an S3 endpoint that goes away and comes back.
+struct Proxy {
+    port: u16,
+    target: u16,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Proxy {
+    async fn open(port: u16, target: u16) -> Proxy {
+        let mut proxy = Proxy { port, target, task: None };
+        proxy.reopen().await;
+        proxy
+    }
+
+    async fn reopen(&mut self) {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await.unwrap();
+        let target = self.target;
+        self.task = Some(tokio::spawn(async move {
+            let mut connections = tokio::task::JoinSet::new();
+            loop {
+                let Ok((mut inbound, _)) = listener.accept().await else { continue };
+                connections.spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        }));
+    }
+
+    /// Stops accepting and drops every open connection (the JoinSet aborts them).
+    async fn close(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+}
+
+/// Produces predictions `seeds` round-robin over the output partitions; waits for delivery.
+fn produce(brokers: &str, seeds: std::ops::Range<u64>) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    let targets: Vec<(&str, i32)> = TOPICS.iter().flat_map(|&(t, n)| (0..n).map(move |p| (t, p))).collect();
+    for seed in seeds {
+        let (topic, partition) = targets[seed as usize % targets.len()];
+        let payload = encode(&prediction(seed, T0_MS + seed as i64 * 1_000));
+        let key = format!("utt-{seed:06}");
+        producer.send(BaseRecord::to(topic).partition(partition).key(&key).payload(&payload)).unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
+}
+
+/// Committed offset (`None` if none) and end offset of every output partition for `group`.
+fn offsets(brokers: &str, group: &str) -> BTreeMap<(String, i32), (Option<i64>, i64)> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (topic, n) in TOPICS {
+        for p in 0..n {
+            tpl.add_partition(topic, p);
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, TIMEOUT).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = if let Offset::Offset(o) = e.offset() { Some(o) } else { None };
+            let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT).unwrap();
+            ((e.topic().to_string(), e.partition()), (offset, high))
+        })
+        .collect()
+}
+
+/// Stage settings for `url` through `endpoint` (credentials as options: a test process cannot
+/// safely set its own environment).
+fn s3_config(url: &str, endpoint: &str, group: &str) -> ArchiveConfig {
+    let mut config = ArchiveConfig {
+        url: Some(url.to_string()),
+        group_id: group.to_string(),
+        roll_rows: 20,
+        roll_age_ms: 600_000,
+        retry_initial_ms: 100,
+        retry_max_ms: 400,
+        ..ArchiveConfig::default()
+    };
+    for (key, value) in [
+        ("endpoint", endpoint),
+        ("allow_http", "true"),
+        ("region", "us-east-1"),
+        ("access_key_id", KEY),
+        ("secret_access_key", KEY),
+    ] {
+        config.object_store.0.insert(key.to_string(), value.to_string());
+    }
+    config
+}
+
+/// Runs the stage until `done(counters)`, calling `during` concurrently; returns the summary.
+async fn run_stage<F: std::future::Future<Output = ()>>(
+    config: ArchiveConfig,
+    brokers: &str,
+    during: impl FnOnce(Arc<ArchiveCounters>, tokio::sync::oneshot::Sender<()>) -> F,
+) -> ArchiveSummary {
+    let counters = Arc::new(ArchiveCounters::default());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut kafka = ArchiveKafka::new(brokers);
+    kafka.topics = TOPICS.iter().map(|(t, _)| t.to_string()).collect();
+    kafka.properties.insert("session.timeout.ms".into(), "6000".into());
+    let stage = ArchiveStage::new(config, kafka).with_metrics(counters.clone()).run(async {
+        let _ = stop_rx.await;
+    });
+    let (result, ()) = tokio::join!(stage, during(counters, stop_tx));
+    result.expect("the archive stage stopped with an error instead of retrying in place")
+}
+
+async fn wait(what: &str, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < TIMEOUT, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_mid_stream_is_survived_in_place_without_loss_or_duplicates() {
+    let moto = Moto::start();
+    moto.create_bucket("emogate-outage");
+    let mut proxy = Proxy::open(free_port(), moto.port).await;
+    let endpoint = format!("http://127.0.0.1:{}", proxy.port);
+    let kafka = MockKafka::new(1).unwrap();
+    let cluster = kafka.cluster();
+    for (topic, n) in TOPICS {
+        cluster.create_topic(topic, n, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    let url = "s3://emogate-outage/archive";
+    produce(&brokers, 0..120);
+    let config = s3_config(url, &endpoint, "archive-outage");
+
+    let summary = run_stage(config, &brokers, |counters, stop| {
+        let (brokers, moto, proxy) = (brokers.clone(), &moto, &mut proxy);
+        async move {
+            wait("the first files", || counters.summary().files >= 3).await;
+            // The endpoint goes away mid-stream; more records keep arriving.
+            proxy.close().await;
+            produce(&brokers, 120..240);
+            let errors_before = counters.summary().write_errors;
+            wait("failed writes", || counters.summary().write_errors >= errors_before + 5).await;
+            wait("the sink reported unhealthy", || !counters.sink_healthy()).await;
+            // No committed offset passes what is stored: every prediction below a partition's
+            // committed offset is in an object (read straight from moto, past the proxy).
+            let committed = tokio::task::spawn_blocking({
+                let brokers = brokers.clone();
+                move || offsets(&brokers, "archive-outage")
+            });
+            let committed = committed.await.unwrap();
+            let stored: BTreeSet<(String, i64, i64)> =
+                row_keys(&moto.readback(url), "pyarrow").into_iter().collect();
+            for ((topic, partition), (offset, _)) in &committed {
+                for o in 0..offset.unwrap_or(0) {
+                    assert!(
+                        stored.contains(&(topic.clone(), *partition as i64, o)),
+                        "{topic}/{partition}@{o} committed, not stored"
+                    );
+                }
+            }
+            // Back on the same port: the stage catches up by itself.
+            proxy.reopen().await;
+            wait("all 240 rows", || counters.summary().rows >= 240).await;
+            assert!(counters.sink_healthy(), "healthy again after a stored file");
+            stop.send(()).unwrap();
+        }
+    })
+    .await;
+    eprintln!("outage run: {summary:?}");
+    assert_eq!(summary.rows, 240);
+    assert!(summary.write_errors >= 5);
+
+    let back = moto.readback(url);
+    let keys = row_keys(&back, "pyarrow");
+    assert_eq!(keys.len(), 240);
+    assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), 240, "duplicate rows after the outage");
+    let end_state = tokio::task::spawn_blocking(move || offsets(&brokers, "archive-outage")).await.unwrap();
+    for (tp, (committed, end)) in end_state {
+        assert_eq!(committed, Some(end), "{tp:?} not committed to the end");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_of_uncommitted_offsets_puts_the_same_keys_with_the_same_bytes() {
+    let moto = Moto::start();
+    moto.create_bucket("emogate-replay");
+    let kafka = MockKafka::new(1).unwrap();
+    let cluster = kafka.cluster();
+    for (topic, n) in TOPICS {
+        cluster.create_topic(topic, n, 1).unwrap();
+    }
+    let brokers = cluster.bootstrap_servers();
+    // 40 records per partition, rolled every 20 rows only (no age roll): file boundaries
+    // depend on offsets alone.
+    produce(&brokers, 0..120);
+    let url = "s3://emogate-replay/archive";
+    let files = |back: &Value| -> BTreeMap<String, Value> {
+        back["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| (f["path"].as_str().unwrap().to_string(), f.clone()))
+            .collect()
+    };
+    let mut runs = Vec::new();
+    for group in ["replay-first", "replay-second"] {
+        // A second group has no commits: it replays every offset, as a restart after a crash
+        // between PUT and commit replays the uncommitted ones.
+        let config = s3_config(url, &moto.endpoint(), group);
+        let summary = run_stage(config, &brokers, |counters, stop| async move {
+            wait("120 rows", || counters.summary().rows >= 120).await;
+            stop.send(()).unwrap();
+        })
+        .await;
+        assert_eq!(summary.files, 6, "each run PUTs every file: {summary:?}");
+        runs.push((files(&moto.readback(url)), etags(&moto, "emogate-replay")));
+    }
+    assert_eq!(runs[0].0.len(), 6);
+    assert_eq!(runs[0].0, runs[1].0, "the replay changed objects (keys, rows or metadata)");
+    assert_eq!(runs[0].1.len(), 6, "{:?}", runs[0].1);
+    assert_eq!(runs[0].1, runs[1].1, "the replay PUT different bytes under the same keys");
+}
+
+/// MD5 ETags of every object in `bucket` (single-part PUTs: the content's MD5).
+fn etags(moto: &Moto, bucket: &str) -> BTreeMap<String, String> {
+    let code = format!(
+        "import boto3, json; c = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+         aws_access_key_id='{KEY}', aws_secret_access_key='{KEY}'); \
+         print(json.dumps({{o['Key']: o['ETag'] for o in c.list_objects_v2(Bucket='{bucket}').get('Contents', [])}}))",
+        moto.endpoint()
+    );
+    let out = Command::new(common::python()).args(["-c", &code]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
