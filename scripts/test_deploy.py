@@ -8,9 +8,12 @@
    Kubernetes version below; a client-side dry-run install with in-memory release storage
    (Helm's own engine, through helm-python-sdk); each rendered object validated with
    kubernetes-validate in strict mode for each version (CRD-backed kinds against
-   tests/deploy/crd-schemas/); then the chart's own rules (security context, probes, grace
-   period vs drain deadline, config checksum, rendered TOML equal to the values, Secret
-   references, selectors, scaler settings, GPU wiring).
+   tests/deploy/crd-schemas/); then the chart's own rules for every workload (Deployment and
+   archive StatefulSet: security context, probes, grace period vs drain deadline, config
+   checksum, the --stage each runs, archive storage that outlives the pod or an object store
+   without any volume, object-store credentials only where the archive runs, GPU wiring) and
+   for the release (rendered TOML equal to the values, Secret references, selectors that keep
+   the workloads apart, autoscalers and PDB on the Deployment only, scaler settings).
 3. Value sets that must be refused (tests/deploy/invalid/*.yaml, each naming the stage that must
    refuse it and the message): proves each stage above can fail.
 4. deploy/prometheus/alerts.yaml equals the chart's PrometheusRule groups; the dashboard and all
@@ -303,12 +306,13 @@ def derived_config(merged):
                 props["ssl.key.location"] = f"/etc/emogate/kafka-tls/{tls['keyKey']}"
         kafka = cfg.setdefault("kafka", {})
         kafka["properties"] = {**props, **(kafka.get("properties") or {})}
-    props = (cfg.get("kafka") or {}).get("properties") or {}
-    for k, v in props.items():
-        if isinstance(v, bool):
-            props[k] = "true" if v else "false"
-        elif isinstance(v, (int, float)):
-            props[k] = str(int(v)) if float(v).is_integer() else repr(v)
+    # librdkafka properties and object_store options are strings.
+    for props in ((cfg.get("kafka") or {}).get("properties") or {}, (cfg.get("archive") or {}).get("object_store") or {}):
+        for k, v in props.items():
+            if isinstance(v, bool):
+                props[k] = "true" if v else "false"
+            elif isinstance(v, (int, float)):
+                props[k] = str(int(v)) if float(v).is_integer() else repr(v)
 
     def drop_nulls(d):
         return {k: drop_nulls(v) if isinstance(v, dict) else v for k, v in d.items() if v is not None}
@@ -348,25 +352,52 @@ def by_kind(docs, kind):
     return [d for d in docs if d.get("kind") == kind]
 
 
-def chart_policy(docs, templates, merged):
-    """The chart's own rules on one rendered release; returns problems."""
-    problems = []
-    deployments = by_kind(docs, "Deployment")
-    configmaps = by_kind(docs, "ConfigMap")
-    if len(deployments) != 1 or len(configmaps) != 1:
-        return [f"expected one Deployment and one ConfigMap, got {len(deployments)} and {len(configmaps)}"]
-    dep, cm = deployments[0], configmaps[0]
-    pod = dep["spec"]["template"]["spec"]
-    pod_labels = dep["spec"]["template"]["metadata"]["labels"]
-    containers = pod["containers"]
-    c = containers[0]
+REMOTE_SCHEMES = ("s3://", "s3a://", "gs://", "az://", "azure://", "abfs://", "abfss://")
 
-    # Rendered configuration.
-    try:
-        config = tomllib.loads(cm["data"]["emogate.toml"])
-    except tomllib.TOMLDecodeError as e:
-        return [f"ConfigMap emogate.toml is not TOML: {e}"]
-    problems += same_typed(derived_config(merged), config)
+
+def expected_workloads(merged):
+    """{kind: the --stage it runs} the values call for, derived independently of the templates:
+    stage infer has no archive; the archive runs inline (in the Deployment's pods) or separate
+    (a single-replica StatefulSet, the Deployment then runs infer, or is absent for stage archive)."""
+    stage, workload = merged["stage"], merged["archive"]["workload"]
+    if stage == "infer":
+        return {"Deployment": "infer"}
+    if workload == "inline":
+        return {"Deployment": stage}
+    return {"StatefulSet": "archive", **({"Deployment": "infer"} if stage == "all" else {})}
+
+
+def archive_location(config):
+    """("remote", url) for an object store, else ("local", the directory the service writes)."""
+    archive = config.get("archive") or {}
+    url = archive.get("url")
+    if url and url.startswith(REMOTE_SCHEMES):
+        return "remote", url
+    if url:
+        return "local", url[len("file://"):] if url.startswith("file://") else url
+    return "local", archive.get("root")
+
+
+def selects(selector, labels):
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def user_secret_names(entries):
+    """Secret names a user's own env / envFrom entries reference (not the chart's business)."""
+    names = set()
+    for e in entries or []:
+        ref = (e.get("valueFrom") or {}).get("secretKeyRef") or e.get("secretRef") or {}
+        if ref.get("name"):
+            names.add(ref["name"])
+    return names
+
+
+def pod_policy(obj, runs, config, merged, templates):
+    """Rules for one workload (Deployment or StatefulSet) whose container should run `runs`."""
+    problems = []
+    kind = obj["kind"]
+    pod = obj["spec"]["template"]["spec"]
+    c = pod["containers"][0]
 
     # Security context.
     sc, psc = c.get("securityContext") or {}, pod.get("securityContext") or {}
@@ -394,11 +425,6 @@ def chart_policy(docs, templates, merged):
         get = (c.get(probe) or {}).get("httpGet") or {}
         if get.get("path") != path or get.get("port") not in ("http-metrics", listen_port):
             problems.append(f"{probe} is not GET {path} on the metrics port: {c.get(probe)}")
-    for svc in by_kind(docs, "Service"):
-        if svc["spec"]["selector"] != {k: pod_labels.get(k) for k in svc["spec"]["selector"]}:
-            problems.append(f"Service selector {svc['spec']['selector']} does not select the pods")
-        if [p["targetPort"] for p in svc["spec"]["ports"]] != ["http-metrics"]:
-            problems.append("Service does not target the http-metrics port")
 
     # Graceful termination outlives the drain deadline.
     drain_ms = (config.get("shutdown") or {}).get("drain_deadline_ms", 20000)
@@ -407,33 +433,159 @@ def chart_policy(docs, templates, merged):
         problems.append(f"terminationGracePeriodSeconds {grace} leaves less than 1 s after the drain deadline {drain_ms} ms")
 
     # Config checksum = sha256 of the rendered ConfigMap template (rolls pods on change).
-    annotations = dep["spec"]["template"]["metadata"].get("annotations") or {}
+    annotations = obj["spec"]["template"]["metadata"].get("annotations") or {}
     want = hashlib.sha256(templates[f"{merged['_chart']}/templates/configmap.yaml"].encode()).hexdigest()
     if annotations.get("checksum/config") != want:
         problems.append(f"checksum/config {annotations.get('checksum/config')} != sha256 of the ConfigMap {want}")
 
-    # Mounts: every mount has a volume; the writable paths exist under the read-only root.
+    # Mounts: every mount has a volume (or claim template); each volume has one source; the
+    # writable paths exist under the read-only root.
     volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    claims = {t["metadata"]["name"]: t for t in obj["spec"].get("volumeClaimTemplates") or []}
     mounts = {m["mountPath"]: m for m in c.get("volumeMounts", [])}
     for m in c.get("volumeMounts", []):
-        if m["name"] not in volumes:
+        if m["name"] not in volumes and m["name"] not in claims:
             problems.append(f"volumeMount {m['name']} has no volume")
+    for v in volumes.values():
+        sources = sorted(set(v) - {"name"})
+        if len(sources) != 1:
+            problems.append(f"volume {v['name']} has {len(sources)} sources {sources} (values merged into a default?)")
     if "/tmp" not in mounts:
         problems.append("no writable /tmp under the read-only root filesystem")
     args = c.get("args") or []
     stage = args[args.index("--stage") + 1] if "--stage" in args else "all"
-    if stage != merged["stage"]:
-        problems.append(f"--stage {stage} != values stage {merged['stage']}")
-    if stage != "infer" and config["archive"]["root"] not in mounts:
-        problems.append(f"archive root {config['archive']['root']} is not mounted")
+    if stage != runs:
+        problems.append(f"runs --stage {stage}, the values call for {runs}")
     if args[:3] != ["serve", "--config", "/etc/emogate/emogate.toml"] or "/etc/emogate/emogate.toml" not in mounts:
         problems.append(f"container does not serve the mounted config: args {args}")
 
+    # Archive storage: never lost with the pod unless acknowledged; none for an object store.
+    where, path = archive_location(config)
+    archive_mounts = [m for m in c.get("volumeMounts", []) if m["name"] == "archive"]
+    if runs == "infer" or where == "remote":
+        if archive_mounts or "archive" in volumes or claims:
+            problems.append(f"{'infer' if runs == 'infer' else 'object-store'} archive, yet an archive volume/claim is rendered")
+    else:
+        m = mounts.get(path)
+        if not m:
+            problems.append(f"archive directory {path} is not mounted")
+        elif m["name"] in claims:
+            spec = claims[m["name"]]["spec"]
+            p = merged["archive"]["persistence"]
+            if spec["resources"]["requests"]["storage"] != p["size"] or spec["accessModes"] != p["accessModes"]:
+                problems.append(f"archive claim {spec} does not follow archive.persistence {p}")
+            if spec.get("storageClassName", "") != p["storageClassName"]:
+                problems.append(f"archive claim storageClassName {spec.get('storageClassName')!r} != {p['storageClassName']!r}")
+        elif m["name"] in volumes:
+            vol = volumes[m["name"]]
+            if "emptyDir" in vol and not merged["archive"]["acknowledgeDataLoss"]:
+                problems.append("the archive is on an emptyDir (lost with the pod) without archive.acknowledgeDataLoss")
+            if merged["archive"]["volume"] and {k: v for k, v in vol.items() if k != "name"} != merged["archive"]["volume"]:
+                problems.append(f"archive volume {vol} is not archive.volume {merged['archive']['volume']}")
+
+    # Object-store credentials reach exactly the pods that run the archive.
+    creds = merged["archive"]["credentials"]
+    env_names = [e["name"] for e in c.get("env", [])]
+    from_secrets = [(e.get("secretRef") or {}).get("name") for e in c.get("envFrom", [])]
+    extra_names = {e["name"] for e in merged["extraEnv"]}
+    if creds["existingSecret"]:
+        wired = from_secrets.count(creds["existingSecret"])
+        if runs != "infer" and wired != 1:
+            problems.append(f"archive.credentials.existingSecret {creds['existingSecret']} is not in envFrom (secretRef) once: {c.get('envFrom')}")
+        if runs == "infer" and wired and creds["existingSecret"] not in user_secret_names(merged["extraEnvFrom"]):
+            problems.append("the infer stage gets the archive's credentials Secret")
+    for e in creds["env"]:
+        if runs != "infer" and e not in c.get("env", []):
+            problems.append(f"archive.credentials.env {e['name']} is not in the container's env")
+        if runs == "infer" and e["name"] in env_names and e["name"] not in extra_names:
+            problems.append(f"the infer stage gets the archive's credential variable {e['name']}")
+
+    # GPU wiring: only the Deployment gets the GPU.
+    limits = (c.get("resources") or {}).get("limits") or {}
+    gpu = merged["gpu"]
+    if gpu["enabled"] and kind == "Deployment":
+        if str(limits.get(gpu["resourceName"])) != str(gpu["count"]):
+            problems.append(f"gpu.enabled but limits have no {gpu['resourceName']}: {limits}")
+        if any((pod.get("nodeSelector") or {}).get(k) != v for k, v in gpu["nodeSelector"].items()):
+            problems.append("gpu.enabled but the GPU node selector is missing")
+        if not all(t in (pod.get("tolerations") or []) for t in gpu["tolerations"]):
+            problems.append("gpu.enabled but the GPU tolerations are missing")
+        if not merged["image"]["tag"] and not c["image"].endswith(gpu_suffix(merged)):
+            problems.append(f"gpu.enabled but image {c['image']} is not the CUDA image")
+    elif gpu["resourceName"] in limits:
+        problems.append("GPU requested without gpu.enabled" if kind == "Deployment" else "the archive workload requests a GPU")
+    if kind == "StatefulSet" and (pod.get("runtimeClassName") or any(t in (pod.get("tolerations") or []) for t in gpu["tolerations"] if t not in merged["tolerations"])):
+        problems.append("the archive workload gets the GPU runtime class or tolerations")
+    if not (c.get("resources") or {}).get("requests"):
+        problems.append("no resource requests")
+    return problems
+
+
+def chart_policy(docs, templates, merged):
+    """The chart's own rules on one rendered release; returns problems."""
+    problems = []
+    configmaps = by_kind(docs, "ConfigMap")
+    workloads = {kind: by_kind(docs, kind) for kind in ("Deployment", "StatefulSet")}
+    if len(configmaps) != 1 or any(len(objs) > 1 for objs in workloads.values()):
+        return [f"expected one ConfigMap and at most one Deployment and StatefulSet, got {len(configmaps)}, "
+                f"{len(workloads['Deployment'])} and {len(workloads['StatefulSet'])}"]
+    workloads = {kind: objs[0] for kind, objs in workloads.items() if objs}
+    expected = expected_workloads(merged)
+    if set(workloads) != set(expected):
+        return [f"rendered workloads {sorted(workloads)}, the values call for {sorted(expected)}"]
+    cm = configmaps[0]
+    dep, sts = workloads.get("Deployment"), workloads.get("StatefulSet")
+    labels_of = {kind: obj["spec"]["template"]["metadata"]["labels"] for kind, obj in workloads.items()}
+
+    # Rendered configuration.
+    try:
+        config = tomllib.loads(cm["data"]["emogate.toml"])
+    except tomllib.TOMLDecodeError as e:
+        return [f"ConfigMap emogate.toml is not TOML: {e}"]
+    problems += same_typed(derived_config(merged), config)
+
+    for kind, obj in workloads.items():
+        problems += [f"{kind}: {p}" for p in pod_policy(obj, expected[kind], config, merged, templates)]
+        if not selects(obj["spec"]["selector"]["matchLabels"], labels_of[kind]):
+            problems.append(f"{kind} selector does not select its own pods")
+    # The two workloads never select each other's pods.
+    if dep and sts:
+        if selects(dep["spec"]["selector"]["matchLabels"], labels_of["StatefulSet"]):
+            problems.append("the Deployment's selector matches the archive StatefulSet's pods")
+        if selects(sts["spec"]["selector"]["matchLabels"], labels_of["Deployment"]):
+            problems.append("the archive StatefulSet's selector matches the Deployment's pods")
+    if sts:
+        if sts["spec"].get("replicas") != 1:
+            problems.append(f"the archive StatefulSet has {sts['spec'].get('replicas')} replicas, not 1 (single writer)")
+        if sts["spec"].get("serviceName") not in {s["metadata"]["name"] for s in by_kind(docs, "Service")}:
+            problems.append(f"StatefulSet serviceName {sts['spec'].get('serviceName')} is not a rendered Service")
+    if archive_location(config)[0] == "remote" and by_kind(docs, "PersistentVolumeClaim"):
+        problems.append("object-store archive, yet a PersistentVolumeClaim is rendered")
+
+    # The Service (and so the ServiceMonitor) reaches every workload's pods on the metrics port.
+    for svc in by_kind(docs, "Service"):
+        for kind, pod_labels in labels_of.items():
+            if not selects(svc["spec"]["selector"], pod_labels):
+                problems.append(f"Service selector {svc['spec']['selector']} does not select the {kind}'s pods")
+        if [p["targetPort"] for p in svc["spec"]["ports"]] != ["http-metrics"]:
+            problems.append("Service does not target the http-metrics port")
+    for sm in by_kind(docs, "ServiceMonitor"):
+        if not any(selects(sm["spec"]["selector"]["matchLabels"], s["metadata"]["labels"]) for s in by_kind(docs, "Service")):
+            problems.append("ServiceMonitor selects no rendered Service")
+
     # Secrets: references resolve; secret values appear nowhere but in Secrets.
     secrets = {s["metadata"]["name"]: s for s in by_kind(docs, "Secret")}
-    external = {merged["auth"]["sasl"]["existingSecret"], merged["auth"]["tls"]["existingSecret"]} - {""}
-    refs = [e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})]
-    refs += [{"name": v["secret"]["secretName"], "key": None} for v in volumes.values() if "secret" in v]
+    external = {merged["auth"]["sasl"]["existingSecret"], merged["auth"]["tls"]["existingSecret"],
+                merged["archive"]["credentials"]["existingSecret"]} - {""}
+    external |= user_secret_names(merged["extraEnv"]) | user_secret_names(merged["extraEnvFrom"])
+    external |= user_secret_names(merged["archive"]["credentials"]["env"])
+    refs = []
+    for obj in workloads.values():
+        pod = obj["spec"]["template"]["spec"]
+        c = pod["containers"][0]
+        refs += [e["valueFrom"]["secretKeyRef"] for e in c.get("env", []) if "secretKeyRef" in (e.get("valueFrom") or {})]
+        refs += [{"name": e["secretRef"]["name"], "key": None} for e in c.get("envFrom", []) if "secretRef" in e]
+        refs += [{"name": v["secret"]["secretName"], "key": None} for v in pod.get("volumes", []) if "secret" in v]
     for ta in by_kind(docs, "TriggerAuthentication"):
         refs += [{"name": r["name"], "key": r["key"]} for r in ta["spec"].get("secretTargetRef", [])]
     for ref in refs:
@@ -449,22 +601,24 @@ def chart_policy(docs, templates, merged):
             if len(plain) >= 8 and plain in others:
                 problems.append(f"the value of Secret {s['metadata']['name']} key {key} appears outside Secrets")
 
-    # Scaling.
+    # Scaling: autoscalers and the disruption budget act on the Deployment, never on the archive.
     partitions = merged["autoscaling"]["inputPartitions"]
     autoscaled = merged["autoscaling"]["hpa"]["enabled"] or merged["autoscaling"]["keda"]["enabled"]
-    if autoscaled and "replicas" in dep["spec"]:
+    if autoscaled and dep and "replicas" in dep["spec"]:
         problems.append("Deployment sets replicas while an autoscaler owns them")
     for hpa in by_kind(docs, "HorizontalPodAutoscaler"):
-        if hpa["spec"]["scaleTargetRef"]["name"] != dep["metadata"]["name"]:
-            problems.append("HPA does not target the Deployment")
+        ref = hpa["spec"]["scaleTargetRef"]
+        if not dep or (ref["kind"], ref["name"]) != ("Deployment", dep["metadata"]["name"]):
+            problems.append(f"HPA targets {ref['kind']}/{ref['name']}, not the Deployment")
         if partitions and hpa["spec"]["maxReplicas"] > partitions:
             problems.append("HPA maxReplicas exceeds the input partitions")
     for so in by_kind(docs, "ScaledObject"):
         spec = so["spec"]
         meta = spec["triggers"][0]["metadata"]
         kafka = config["kafka"]
-        if spec["scaleTargetRef"]["name"] != dep["metadata"]["name"]:
-            problems.append("ScaledObject does not target the Deployment")
+        ref = spec["scaleTargetRef"]
+        if not dep or (ref.get("kind", "Deployment"), ref["name"]) != ("Deployment", dep["metadata"]["name"]):
+            problems.append(f"ScaledObject targets {ref.get('kind')}/{ref['name']}, not the Deployment")
         if partitions and spec["maxReplicaCount"] > partitions:
             problems.append("ScaledObject maxReplicaCount exceeds the input partitions")
         expect = {"bootstrapServers": kafka["brokers"], "consumerGroup": kafka["group_id"], "topic": kafka["topics"]["input"]}
@@ -475,28 +629,22 @@ def chart_policy(docs, templates, merged):
         tas = {t["metadata"]["name"] for t in by_kind(docs, "TriggerAuthentication")}
         if (merged["auth"]["sasl"]["enabled"] or merged["auth"]["tls"]["enabled"]) and (not auth_ref or auth_ref["name"] not in tas):
             problems.append("Kafka auth is on but the scaler has no TriggerAuthentication")
-    for kind in ("PodDisruptionBudget", "NetworkPolicy"):
-        for obj in by_kind(docs, kind):
-            sel = (obj["spec"].get("selector") or obj["spec"].get("podSelector"))["matchLabels"]
-            if any(pod_labels.get(k) != v for k, v in sel.items()):
-                problems.append(f"{kind} selector {sel} does not select the pods")
-
-    # GPU wiring.
-    limits = (c.get("resources") or {}).get("limits") or {}
-    gpu = merged["gpu"]
-    if gpu["enabled"]:
-        if str(limits.get(gpu["resourceName"])) != str(gpu["count"]):
-            problems.append(f"gpu.enabled but limits have no {gpu['resourceName']}: {limits}")
-        if any((pod.get("nodeSelector") or {}).get(k) != v for k, v in gpu["nodeSelector"].items()):
-            problems.append("gpu.enabled but the GPU node selector is missing")
-        if not all(t in (pod.get("tolerations") or []) for t in gpu["tolerations"]):
-            problems.append("gpu.enabled but the GPU tolerations are missing")
-        if not merged["image"]["tag"] and not c["image"].endswith(gpu_suffix(merged)):
-            problems.append(f"gpu.enabled but image {c['image']} is not the CUDA image")
-    elif gpu["resourceName"] in limits:
-        problems.append("GPU requested without gpu.enabled")
-    if not (c.get("resources") or {}).get("requests"):
-        problems.append("no resource requests")
+    if sts:
+        for kind in ("HorizontalPodAutoscaler", "ScaledObject"):
+            for obj in by_kind(docs, kind):
+                if obj["spec"]["scaleTargetRef"]["name"] == sts["metadata"]["name"]:
+                    problems.append(f"{kind} targets the archive StatefulSet")
+    for pdb in by_kind(docs, "PodDisruptionBudget"):
+        sel = pdb["spec"]["selector"]["matchLabels"]
+        if not dep or not selects(sel, labels_of["Deployment"]):
+            problems.append(f"PodDisruptionBudget selector {sel} does not select the Deployment's pods")
+        if sts and selects(sel, labels_of["StatefulSet"]):
+            problems.append("PodDisruptionBudget selects the single archive pod (it would block drains)")
+    for np in by_kind(docs, "NetworkPolicy"):
+        sel = np["spec"]["podSelector"]["matchLabels"]
+        for kind, pod_labels in labels_of.items():
+            if not selects(sel, pod_labels):
+                problems.append(f"NetworkPolicy selector {sel} does not select the {kind}'s pods")
     return problems
 
 
@@ -508,18 +656,70 @@ def case_expectations(name, docs, merged):
     """What each committed value set is there to show."""
     kinds = sorted({d["kind"] for d in docs})
     problems = []
+    base = {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"}
     want = {
-        "default": {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"},
-        "gpu": {"ConfigMap", "Deployment", "PodDisruptionBudget", "Service", "ServiceAccount"},
-        "keda": {"ConfigMap", "Deployment", "PodDisruptionBudget", "PrometheusRule", "ScaledObject", "Secret",
-                 "Service", "ServiceAccount", "ServiceMonitor", "TriggerAuthentication"},
-        "existing-secret": {"ConfigMap", "Deployment", "HorizontalPodAutoscaler", "NetworkPolicy",
-                            "PodDisruptionBudget", "Service", "ServiceAccount"},
+        "default": base | {"StatefulSet"},
+        "gpu": base | {"StatefulSet"},
+        "keda": base | {"StatefulSet", "PrometheusRule", "ScaledObject", "Secret", "ServiceMonitor", "TriggerAuthentication"},
+        "existing-secret": base | {"HorizontalPodAutoscaler", "NetworkPolicy"},
+        "archive-s3-irsa": base | {"ScaledObject"},
+        "archive-minio-secret": base | {"StatefulSet", "NetworkPolicy"},
+        "archive-azure": base | {"StatefulSet", "HorizontalPodAutoscaler"},
     }.get(name)
     if want is not None and set(kinds) != want:
         problems.append(f"rendered kinds {kinds}, expected {sorted(want)}")
     if name == "existing-secret" and by_kind(docs, "Secret"):
         problems.append("a Secret was rendered although existing Secrets are configured")
+
+    def args(obj):
+        return obj["spec"]["template"]["spec"]["containers"][0].get("args") or []
+
+    def container(obj):
+        return obj["spec"]["template"]["spec"]["containers"][0]
+
+    (cm,) = by_kind(docs, "ConfigMap")
+    config = tomllib.loads(cm["data"]["emogate.toml"])
+    deps, stss = by_kind(docs, "Deployment"), by_kind(docs, "StatefulSet")
+    if name in ("default", "gpu", "keda"):
+        # The default shape: infer in the (autoscaled) Deployment, the archive in a one-replica
+        # StatefulSet whose claim template is mounted at the archive root.
+        if deps and args(deps[0])[-2:] != ["--stage", "infer"]:
+            problems.append(f"the Deployment does not run --stage infer: {args(deps[0])}")
+        if stss:
+            sts = stss[0]
+            claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates") or []]
+            mounts = {m["mountPath"]: m["name"] for m in container(sts).get("volumeMounts", [])}
+            root = config["archive"]["root"]
+            if args(sts)[-2:] != ["--stage", "archive"] or sts["spec"]["replicas"] != 1:
+                problems.append("the StatefulSet is not one replica of --stage archive")
+            if mounts.get(root) not in claims:
+                problems.append(f"no volumeClaimTemplate mounted at the archive root {root}: claims {claims}, mounts {mounts}")
+            if sts["metadata"]["name"] != f"{deps[0]['metadata']['name']}-archive":
+                problems.append(f"StatefulSet name {sts['metadata']['name']} is not <fullname>-archive")
+    if name.startswith("archive-"):
+        # Object-store archives: no claim and no archive volume anywhere.
+        for obj in deps + stss:
+            if obj["spec"].get("volumeClaimTemplates") or any(v["name"] == "archive" for v in obj["spec"]["template"]["spec"].get("volumes", [])):
+                problems.append(f"{obj['kind']} has an archive volume or claim with {config['archive'].get('url')}")
+    if name == "archive-s3-irsa":
+        sa = by_kind(docs, "ServiceAccount")[0]
+        if "eks.amazonaws.com/role-arn" not in (sa["metadata"].get("annotations") or {}):
+            problems.append("the ServiceAccount lacks the IRSA role annotation")
+        if stss or (deps and "--stage" in args(deps[0])):
+            problems.append("inline: expected one Deployment running both stages")
+        if set(config["archive"].get("object_store", {})) != {"region", "endpoint"}:
+            problems.append(f"object_store options {config['archive'].get('object_store')} in the TOML")
+    if name == "archive-minio-secret":
+        if config["archive"]["object_store"].get("allow_http") != "true":
+            problems.append("object_store.allow_http is not the string \"true\" in the TOML")
+        secret = merged["archive"]["credentials"]["existingSecret"]
+        froms = {o["kind"]: [e.get("secretRef", {}).get("name") for e in container(o).get("envFrom", [])] for o in deps + stss}
+        if froms.get("StatefulSet") != [secret] or secret in froms.get("Deployment", []):
+            problems.append(f"envFrom secretRef {secret} should reach the archive StatefulSet only: {froms}")
+    if name == "archive-azure":
+        for obj in deps + stss:
+            if obj["spec"]["template"]["metadata"]["labels"].get("azure.workload.identity/use") != "true":
+                problems.append(f"{obj['kind']} pods lack the azure.workload.identity/use label")
     return problems
 
 
@@ -527,8 +727,8 @@ def check_chart(report, out_dir):
     chart = helm.Chart.load(CHART)
     chart_name = chart.name
     cases = sorted(glob.glob(os.path.join(CHART, "ci", "*-values.yaml")))
-    if len(cases) < 4:
-        report.fail("chart value sets", f"expected at least 4 ci/*-values.yaml, found {cases}")
+    if len(cases) < 7:
+        report.fail("chart value sets", f"expected at least 7 ci/*-values.yaml, found {cases}")
     for path in cases:
         name = os.path.basename(path)[: -len("-values.yaml")]
         values = load_values(path)

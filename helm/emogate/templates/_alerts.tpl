@@ -8,6 +8,7 @@ Argument: the root context. Output: a YAML list of rule groups.
 {{- $sel := $p.selector | default (printf "namespace=%q,job=%q" .Release.Namespace (include "emogate.fullname" .)) }}
 {{- $tol := $p.coverageDriftTolerance }}
 {{- $alertLabels := $p.alertLabels }}
+{{- $dlq := dig "dlq_topic" "emotion.archive.dlq" (.Values.config.archive | default dict) }}
 - name: emogate
   rules:
     - alert: EmogateCoverageDrift
@@ -68,6 +69,30 @@ Argument: the root context. Output: a YAML list of rule groups.
       annotations:
         summary: {{ `emogate pod {{ $labels.pod }} is not ready` | quote }}
         description: {{ `{{ $labels.namespace }}/{{ $labels.pod }} has reported not ready for 10 minutes: its model is not loaded, the broker is unreachable, or it has no partitions (more replicas than input partitions). GET /readyz on the pod says which.` | quote }}
+    - alert: EmogateArchiveStorageFailing
+      expr: |-
+        min by (namespace, job, pod) (emogate_archive_sink_healthy{ {{- $sel -}} }) == 0
+      for: 5m
+      labels:
+        severity: critical
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate pod {{ $labels.pod }} cannot write its Parquet archive` | quote }}
+        description: {{ `The archive storage of {{ $labels.namespace }}/{{ $labels.pod }} has failed consecutive writes for 5 minutes (emogate_archive_sink_healthy 0, /readyz not ready). Nothing is lost yet: each failed file is retried in place with backoff and its partition is paused (emogate_archive_paused_partitions), so the archive's lag on the output topics grows, but records that outlive the topics' retention before the storage recovers are lost. The cause is in emogate_archive_write_errors_total{reason} and the pod log: credentials or permissions (archive.credentials, the service account's workload identity), a missing bucket or container, an unreachable object store (endpoint, networkPolicy.extraEgress), or a full volume (df on the archive root; grow archive.persistence.size). See docs/operations.md (archive storage).` | quote }}
+    - alert: EmogateArchiveDeadLetters
+      expr: |-
+        sum by (namespace, job, reason) (increase(emogate_archive_dead_lettered_total{ {{- $sel -}} }[15m])) > 0
+      for: 1m
+      labels:
+        severity: warning
+        {{- with $alertLabels }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      annotations:
+        summary: {{ `emogate's archive dead-lettered {{ $value | humanize }} output records ({{ $labels.reason }})` | quote }}
+        description: {{ printf "%s%s%s" `The archive of {{ $labels.namespace }}/{{ $labels.job }} could not decode output records of the accepted/rejected topics in the last 15 minutes and sent them to ` $dlq ` instead of the Parquet files. Usually a producer other than emogate writes to the output topics, or an emogate with a newer output schema (kafka.output_schema_id) runs ahead of the archive; the records' emogate.error header names the cause. The records stay on the output topics until their retention: once the archive can decode them, replay that range into the archive; see docs/operations.md (archive storage).` | quote }}
     - alert: EmogateTargetDown
       expr: |-
         up{ {{- $sel -}} } == 0

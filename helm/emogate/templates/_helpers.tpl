@@ -28,13 +28,111 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
 {{- define "emogate.labels" -}}
-helm.sh/chart: {{ include "emogate.chart" . }}
-{{ include "emogate.selectorLabels" . }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: {{ .Values.stage | quote }}
-{{- with .Values.commonLabels }}
+{{- include "emogate.labelsFor" (list . .Values.stage) }}
+{{- end }}
+
+{{/*
+Labels of the archive StatefulSet and its pods: component `archive`, so that its selector and
+the Deployment's never select each other's pods. The Service, NetworkPolicy and ServiceMonitor
+select by emogate.selectorLabels (both workloads); the PodDisruptionBudget, HPA and KEDA only
+touch the Deployment.
+*/}}
+{{- define "emogate.archiveLabels" -}}
+{{- include "emogate.labelsFor" (list . "archive") }}
+{{- end }}
+
+{{- define "emogate.labelsFor" -}}
+{{- $root := index . 0 -}}
+helm.sh/chart: {{ include "emogate.chart" $root }}
+{{ include "emogate.selectorLabels" $root }}
+app.kubernetes.io/version: {{ $root.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ $root.Release.Service }}
+app.kubernetes.io/component: {{ index . 1 | quote }}
+{{- with $root.Values.commonLabels }}
 {{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Selector of the Deployment: the release's labels plus component = the stage value (stable when
+archive.workload changes). The archive StatefulSet's pods carry component `archive`, which the
+Deployment never has while the StatefulSet exists.
+*/}}
+{{- define "emogate.deploymentSelectorLabels" -}}
+{{ include "emogate.selectorLabels" . }}
+app.kubernetes.io/component: {{ .Values.stage | quote }}
+{{- end }}
+
+{{- define "emogate.archiveSelectorLabels" -}}
+{{ include "emogate.selectorLabels" . }}
+app.kubernetes.io/component: "archive"
+{{- end }}
+
+{{/* The archive StatefulSet's name (≤ 52 characters: its pods' controller-revision-hash label adds a hash). */}}
+{{- define "emogate.archiveName" -}}
+{{- printf "%s-archive" (include "emogate.fullname" . | trunc 44 | trimSuffix "-") }}
+{{- end }}
+
+{{/*
+Where the archive goes and who runs it.
+- emogate.archiveUrl: config.archive.url, or "".
+- emogate.archiveRemote: "true" when the URL names an object store (no volume needed).
+- emogate.archiveDir: the local directory the service writes (url's path, else root).
+- emogate.archiveWorkload: "" (stage infer: no archive), "inline" or "separate".
+- emogate.deploymentStage: what the Deployment runs (`--stage`), "" when there is no Deployment.
+*/}}
+{{- define "emogate.archiveUrl" -}}
+{{- with .Values.config.archive }}{{ with .url }}{{ . }}{{ end }}{{ end }}
+{{- end }}
+
+{{- define "emogate.archiveRemote" -}}
+{{- if regexMatch "^(s3|s3a|gs|az|azure|abfs|abfss)://" (include "emogate.archiveUrl" .) }}true{{ end }}
+{{- end }}
+
+{{- define "emogate.archiveDir" -}}
+{{- $url := include "emogate.archiveUrl" . }}
+{{- if hasPrefix "file://" $url }}{{ trimPrefix "file://" $url }}
+{{- else if $url }}{{ $url }}
+{{- else }}{{ dig "root" "/var/lib/emogate/archive" (.Values.config.archive | default dict) }}
+{{- end }}
+{{- end }}
+
+{{- define "emogate.archiveWorkload" -}}
+{{- if ne .Values.stage "infer" }}{{ .Values.archive.workload }}{{ end }}
+{{- end }}
+
+{{- define "emogate.deploymentStage" -}}
+{{- $workload := include "emogate.archiveWorkload" . }}
+{{- if eq .Values.stage "infer" }}infer
+{{- else if eq $workload "separate" }}{{ if eq .Values.stage "all" }}infer{{ end }}
+{{- else }}{{ .Values.stage }}
+{{- end }}
+{{- end }}
+
+{{/*
+Refusals about the archive that the schema cannot express: secrets in config.archive (the
+ConfigMap), object_store options without an object store, an inverted retry range.
+*/}}
+{{- define "emogate.archiveChecks" -}}
+{{- $archive := .Values.config.archive | default dict }}
+{{- $url := include "emogate.archiveUrl" . }}
+{{- if regexMatch "^[A-Za-z0-9+.-]+://[^/@]*:[^/@]*@" $url }}
+{{- fail "config.archive.url must not carry credentials (it is written to the ConfigMap and logged): put them in a Secret named by archive.credentials.existingSecret (e.g. AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY) or use workload identity (serviceAccount.annotations)" }}
+{{- end }}
+{{- if regexMatch "[?#]" $url }}
+{{- fail "config.archive.url must not carry a query string (a SAS token is a secret): set AZURE_STORAGE_SAS_KEY through archive.credentials.existingSecret or use workload identity" }}
+{{- end }}
+{{- $options := get $archive "object_store" | default dict }}
+{{- range $key, $value := $options }}
+{{- if and (regexMatch "(?i)(secret|password|access_key|session_token|account_key|sas_key|sas_token|service_account_key|bearer_token|(^|_)token$)" $key) (not (regexMatch "^\\$\\{(env|file):[^}]+\\}$" (toString $value))) }}
+{{- fail (printf "config.archive.object_store.%s looks like a credential: secrets never go into the ConfigMap. Put it in a Secret and name it in archive.credentials.existingSecret (its keys become environment variables, e.g. AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_ACCOUNT_KEY) or archive.credentials.env, use workload identity (serviceAccount.annotations, podLabels), or reference it as ${env:NAME} / ${file:/path}" $key) }}
+{{- end }}
+{{- end }}
+{{- if and $options (not (include "emogate.archiveRemote" .)) }}
+{{- fail "config.archive.object_store options need an object-store config.archive.url (s3://, gs://, az://, abfss://, ...)" }}
+{{- end }}
+{{- if lt (int64 (get $archive "retry_max_ms" | default 30000)) (int64 (get $archive "retry_initial_ms" | default 500)) }}
+{{- fail "config.archive.retry_max_ms must be at least config.archive.retry_initial_ms" }}
 {{- end }}
 {{- end }}
 
@@ -130,6 +228,16 @@ for auth.*. Returned as YAML; callers use `fromYaml`.
 {{- $_ := set $properties $k (ternary (printf "%d" (int64 $v)) (toString $v) (eq $v (floor $v))) }}
 {{- else if not (kindIs "string" $v) }}
 {{- $_ := set $properties $k (toString $v) }}
+{{- end }}
+{{- end }}
+{{- /* object_store options are strings too: `allow_http: true` becomes "true" */}}
+{{- $archiveCfg := get $cfg "archive" | default dict }}
+{{- $options := get $archiveCfg "object_store" | default dict }}
+{{- range $k, $v := $options }}
+{{- if kindIs "float64" $v }}
+{{- $_ := set $options $k (ternary (printf "%d" (int64 $v)) (toString $v) (eq $v (floor $v))) }}
+{{- else if not (kindIs "string" $v) }}
+{{- $_ := set $options $k (toString $v) }}
 {{- end }}
 {{- end }}
 {{- toYaml $cfg }}
