@@ -314,9 +314,10 @@ async fn rss_stays_bounded_under_a_large_backlog() {
 }
 
 /// The archive root cannot be created (its parent is a regular file, which fails for root
-/// too, unlike a chmod'ed directory): the archive stage fails on its first file, the process
-/// exits non-zero naming the path, the archive group has committed nothing; once the path is
-/// fixed a restarted archive stage archives every prediction once.
+/// too, unlike a chmod'ed directory): the archive stage retries in place with its partitions
+/// paused, `/readyz` answers 503 naming the archive storage, the archive group commits nothing;
+/// once the path is fixed the same process (same PID, never restarted) archives every
+/// prediction once and is ready again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unwritable_archive_stops_committing_and_resumes_when_fixed() {
     let good = 120;
@@ -326,31 +327,48 @@ async fn unwritable_archive_stops_committing_and_resumes_when_fixed() {
     let mut config =
         serve_config(&broker.brokers, &topics, "f-archive", DeliveryMode::AtLeastOnce, dir.path());
     config.archive.root = blocker.join("archive");
+    config.archive.retry_initial_ms = 200;
+    config.archive.retry_max_ms = 1_000;
 
-    let mut broken = Serve::start(&config, "both", dir.path(), "broken");
-    let status = broken.wait_exit(TIMEOUT).unwrap_or_else(|| panic!("still running:\n{}", broken.log_text()));
-    let log = broken.log_text();
-    assert!(!status.success(), "must exit non-zero:\n{log}");
-    assert!(log.contains(&blocker.display().to_string()), "the error names the path:\n{log}");
+    let mut serve = Serve::start(&config, "both", dir.path(), "archive-broken");
+    let pid = serve.pid();
+    wait_until("failed archive writes", TIMEOUT, || {
+        serve.assert_running();
+        serve.metric("emogate_archive_write_errors_total") >= 5.0
+    });
+    let unready_after = wait_readyz(&mut serve, 503, TIMEOUT);
+    let (_, why) = serve.get("/readyz").unwrap();
+    assert!(why.contains("archive storage failing"), "/readyz says {why:?}");
+    let log = serve.log_text();
+    assert!(log.contains(&blocker.display().to_string()), "the log names the path:\n{log}");
     let committed_while_broken = archive_committed(&broker.brokers, &config);
     assert!(committed_while_broken.iter().all(Option::is_none), "committed {committed_while_broken:?}");
+    let write_errors = serve.metric("emogate_archive_write_errors_total");
+    let paused = serve.metric("emogate_archive_paused_partitions");
+    assert!(paused >= 1.0, "no archive partition paused while failing");
 
     std::fs::remove_file(&blocker).unwrap();
     let v = read_back_all(&broker.brokers, &topics, 0, TIMEOUT);
-    let mut fixed = Serve::start(&config, "archive", dir.path(), "fixed");
     let root = config.archive.root.clone();
     let predictions = predictions_on_topics(&v, &topics);
-    wait_until("the backlog archived", TIMEOUT, || {
-        fixed.assert_running();
+    let fix = Instant::now();
+    wait_until("the backlog archived by the same process", TIMEOUT, || {
+        serve.assert_running();
         archive_rows(&root).0.len() >= predictions
     });
-    assert!(fixed.terminate(Duration::from_secs(60)).success());
+    let caught_up_s = fix.elapsed().as_secs_f64();
+    wait_readyz(&mut serve, 200, TIMEOUT);
+    assert_eq!(serve.pid(), pid, "the service was restarted");
+    assert_eq!(serve.metric("emogate_archive_sink_healthy"), 1.0);
+    assert!(serve.terminate(Duration::from_secs(60)).success());
     let (rows, _) = archive_rows(&root);
     let distinct = rows.iter().collect::<BTreeSet<_>>().len();
     println!(
         "FAULT-SUMMARY unwritable_archive_stops_committing_and_resumes_when_fixed: predictions_on_topics={predictions} \
-         faults=1 (archive parent is a file) exit={status} committed_while_broken=0 archive_rows_after_fix={} \
-         lost={} duplicates={}",
+         faults=1 (archive parent is a file) restarts=0 readyz_503_after={:.1}s write_errors_while_broken={write_errors} \
+         paused_partitions={paused} committed_while_broken=0 caught_up_after_fix={caught_up_s:.1}s \
+         archive_rows_after_fix={} lost={} duplicates={}",
+        unready_after.as_secs_f64(),
         rows.len(),
         predictions.saturating_sub(distinct),
         rows.len() - distinct
