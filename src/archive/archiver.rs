@@ -52,7 +52,7 @@ use super::roll::{OpenBuffer, RollPolicy, RollReason};
 use super::rows::{FinishedRows, RowBuffer, RowError};
 use super::sink::{ArchiveSink, SinkError};
 use super::writer::{encode_parquet, ParquetSettings};
-use crate::codec::decode_prediction;
+use crate::codec::WriterSchemas;
 
 /// Offsets the caller should commit: everything of `topic`/`partition` before `next_offset`
 /// is durable.
@@ -348,6 +348,8 @@ pub struct Archiver {
     writer: ArchiveWriter,
     partitions: BTreeMap<(String, i32), PartitionState>,
     dead_letters: Option<Arc<dyn ArchiveDeadLetters>>,
+    /// Writer schemas besides the current and legacy ones (`archive.writer_schemas_dir`).
+    schemas: WriterSchemas,
     /// Rows in all buffers.
     buffered: usize,
     /// Pending files given up when their partitions were released (revoked, or shutdown):
@@ -382,6 +384,7 @@ impl Archiver {
             },
             partitions: BTreeMap::new(),
             dead_letters: None,
+            schemas: WriterSchemas::new(),
             buffered: 0,
             abandoned: 0,
             stopped: false,
@@ -391,6 +394,12 @@ impl Archiver {
     /// Retries failed puts with `retry`.
     pub fn with_retry(mut self, retry: RetryPolicy) -> Self {
         self.writer.retry = retry;
+        self
+    }
+
+    /// Resolves records of these writer schemas to the current one (see `codec::resolve`).
+    pub fn with_writer_schemas(mut self, schemas: WriterSchemas) -> Self {
+        self.schemas = schemas;
         self
     }
 
@@ -484,7 +493,7 @@ impl Archiver {
         }
         let decoded = match payload {
             None => Err(("empty_payload", "the record has no payload".to_string())),
-            Some(bytes) => decode_prediction(bytes).map_err(|e| (e.reason(), e.to_string())),
+            Some(bytes) => self.schemas.decode(bytes).map_err(|e| (e.reason(), e.to_string())),
         };
         let prediction = match decoded {
             Ok((prediction, _framing)) => prediction,
@@ -956,5 +965,22 @@ mod tests {
         assert!(matches!(err, ArchiveError::DeadLetter(_)), "{err}");
         assert!(matches!(b.flush_all(RollReason::Shutdown), Err(ArchiveError::Stopped)));
         assert_eq!(b.summary().commits, 0);
+    }
+
+    #[test]
+    fn a_record_of_a_known_newer_schema_is_archived_and_an_unknown_one_dead_lettered() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (v2, bytes) = crate::codec::resolve_testing::added_field_record(&prediction(4));
+        let now = Instant::now();
+        let (mut plain, _) = archiver(tmp.path(), 1);
+        assert!(plain.record("t", 0, 0, Some(&bytes), now).unwrap().is_empty());
+        assert_eq!((plain.summary().dead_lettered, plain.summary().rows), (1, 0));
+
+        let mut schemas = WriterSchemas::new();
+        schemas.add("emotion_prediction.v2.avsc", &v2).unwrap();
+        let (resolving, _) = archiver(tmp.path(), 1);
+        let mut resolving = resolving.with_writer_schemas(schemas);
+        assert_eq!(resolving.record("t", 1, 0, Some(&bytes), now).unwrap(), [commit("t", 1, 1)]);
+        assert_eq!((resolving.summary().dead_lettered, resolving.summary().rows), (0, 1));
     }
 }

@@ -31,6 +31,10 @@ pub struct ArchiveConfig {
     /// Dead-letter topic for output records the archive cannot decode. Default
     /// `emotion.archive.dlq`.
     pub dlq_topic: String,
+    /// Directory of extra writer schemas (`*.avsc`) of `EmotionPrediction`: records written
+    /// with one of them (a newer emogate during a rolling upgrade, a compatible evolution) are
+    /// resolved to the current schema and archived instead of dead-lettered. Default: none.
+    pub writer_schemas_dir: Option<PathBuf>,
     /// First wait before a failed file is put again, in milliseconds. Default 500.
     pub retry_initial_ms: u64,
     /// Longest wait between two attempts of one file, in milliseconds. Default 30,000.
@@ -60,6 +64,7 @@ impl Default for ArchiveConfig {
             url: None,
             object_store: ObjectStoreOptions::default(),
             dlq_topic: "emotion.archive.dlq".to_string(),
+            writer_schemas_dir: None,
             retry_initial_ms: retry.initial.as_millis() as u64,
             retry_max_ms: retry.max.as_millis() as u64,
             unhealthy_after_failures: retry.unhealthy_after,

@@ -68,6 +68,9 @@ pub enum ArchiveError {
         #[source]
         source: KafkaError,
     },
+    /// `archive.writer_schemas_dir` could not be read, or holds a schema that cannot be used.
+    #[error("archive.writer_schemas_dir: {0}")]
+    WriterSchemas(String),
     /// The object-store client could not be set up.
     #[error(transparent)]
     Storage(Box<ObjectStoreSetupError>),

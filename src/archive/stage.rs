@@ -59,6 +59,7 @@ use super::object_sink::ObjectStoreSink;
 use super::partition::validate_topic;
 use super::roll::RollReason;
 use super::sink::{ArchiveSink, LocalFsSink};
+use crate::codec::WriterSchemas;
 use crate::kafka_settings::ClientSettings;
 
 /// Longest wait in one poll: bounds how late a shutdown request or an age roll is noticed.
@@ -184,9 +185,14 @@ impl ArchiveStage {
         let dead_letters =
             KafkaDeadLetters::new(&self.kafka.brokers, &self.kafka.properties, &self.config.dlq_topic)?;
         self.metrics.sink_health(true);
+        let schemas = match &self.config.writer_schemas_dir {
+            Some(dir) => load_writer_schemas(dir)?,
+            None => WriterSchemas::new(),
+        };
         let archiver =
             Archiver::new(self.config.roll_policy(), self.config.parquet(), sink, self.metrics.clone())
                 .with_retry(self.config.retry_policy())
+                .with_writer_schemas(schemas)
                 .with_dead_letters(Arc::new(dead_letters));
         let context = ArchiveContext {
             archiver: Mutex::new(archiver),
@@ -241,6 +247,25 @@ pub async fn run_archive_stage(
     shutdown: impl Future<Output = ()>,
 ) -> Result<ArchiveSummary, ArchiveError> {
     ArchiveStage::new(config.clone(), kafka.clone()).with_metrics(metrics).run(shutdown).await
+}
+
+/// Every `*.avsc` file of `dir`, as writer schemas of `EmotionPrediction`.
+fn load_writer_schemas(dir: &std::path::Path) -> Result<WriterSchemas, ArchiveError> {
+    let fail = |what: String| ArchiveError::WriterSchemas(what);
+    let entries = std::fs::read_dir(dir).map_err(|e| fail(format!("{}: {e}", dir.display())))?;
+    let mut paths: Vec<_> = entries
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "avsc"))
+        .collect();
+    paths.sort();
+    let mut schemas = WriterSchemas::new();
+    for path in paths {
+        let text = std::fs::read_to_string(&path).map_err(|e| fail(format!("{}: {e}", path.display())))?;
+        let fingerprint = schemas.add(&path.display().to_string(), &text).map_err(|e| fail(e.to_string()))?;
+        tracing::info!(schema = %path.display(), fingerprint = %format!("{fingerprint:016x}"), "archive writer schema loaded");
+    }
+    Ok(schemas)
 }
 
 /// Sets the stop flag when the `run` future is dropped.
@@ -455,5 +480,19 @@ mod tests {
         let err =
             ArchiveStage::new(config, ArchiveKafka::new("127.0.0.1:1")).run_blocking(&stop).unwrap_err();
         assert!(matches!(err, ArchiveError::Config(_)), "{err}");
+    }
+
+    #[test]
+    fn writer_schemas_load_from_avsc_files_and_bad_ones_name_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v2, _) = crate::codec::resolve_testing::added_field_record(&crate::archive::testing::prediction(1));
+        std::fs::write(dir.path().join("emotion_prediction.v2.avsc"), &v2).unwrap();
+        std::fs::write(dir.path().join("README.txt"), "not a schema, not loaded").unwrap();
+        assert_eq!(load_writer_schemas(dir.path()).unwrap().len(), 1);
+        std::fs::write(dir.path().join("broken.avsc"), "{").unwrap();
+        let err = load_writer_schemas(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("broken.avsc"), "{err}");
+        let err = load_writer_schemas(&dir.path().join("missing")).unwrap_err();
+        assert!(err.to_string().contains("missing"), "{err}");
     }
 }

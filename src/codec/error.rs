@@ -59,11 +59,15 @@ pub enum DecodeError {
     /// would be scored as if they meant something else.
     #[error("feature_set {got:?} is not the model's {expected:?}")]
     FeatureSetMismatch { expected: String, got: String },
+    /// A record of a known writer schema that does not resolve to the reader's (Avro's
+    /// schema-resolution rules: a field without a default removed, an incompatible type).
+    #[error("schema resolution from {writer}: {detail}")]
+    SchemaResolution { writer: String, detail: String },
 }
 
 impl DecodeError {
     /// Every reason code [`DecodeError::reason`] can return.
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 11] = [
         "truncated",
         "malformed",
         "invalid_utf8",
@@ -74,6 +78,7 @@ impl DecodeError {
         "trailing_bytes",
         "too_large",
         "feature_set_mismatch",
+        "schema_resolution",
     ];
 
     /// Stable snake_case reason code (the `emogate.error` dead-letter header value).
@@ -94,6 +99,7 @@ impl DecodeError {
             DecodeError::NonFinite { .. } => "non_finite",
             DecodeError::TrailingBytes { .. } => "trailing_bytes",
             DecodeError::FeatureSetMismatch { .. } => "feature_set_mismatch",
+            DecodeError::SchemaResolution { .. } => "schema_resolution",
         }
     }
 }

@@ -24,7 +24,7 @@ pub const CONFLUENT_MAGIC: u8 = 0x00;
 pub const SINGLE_OBJECT_MAGIC: [u8; 2] = [0xC3, 0x01];
 
 const CONFLUENT_HEADER_LEN: usize = 5;
-const SINGLE_OBJECT_HEADER_LEN: usize = 10;
+pub(crate) const SINGLE_OBJECT_HEADER_LEN: usize = 10;
 
 /// How a datum is (or is to be) framed in a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -106,7 +106,7 @@ impl RecordSchema {
 }
 
 /// Parsing Canonical Form of any schema, corrected as [`RecordSchema::canonical_form`] says.
-fn canonical_form(schema: &Schema) -> String {
+pub(crate) fn canonical_form(schema: &Schema) -> String {
     let mut pcf = schema.canonical_form();
     for p in PRIMITIVES {
         pcf = pcf.replace(&format!(r#"{{"type":"{p}"}}"#), &format!(r#""{p}""#));
