@@ -81,6 +81,7 @@ pub struct Metrics {
     /// Batches per committed exactly-once transaction (its count: transactions committed).
     pub transaction_batches: Histogram,
     pub rewinds: IntCounter,
+    pub producer_renewals: IntCounter,
     pub paused: IntGauge,
     pub execution_provider: IntGaugeVec,
     /// 1 when `/readyz` would answer 200.
@@ -261,6 +262,10 @@ impl Metrics {
             rewinds: counter(
                 "emogate_rewinds_total",
                 "Times in-flight work was discarded and the input re-read",
+            )?,
+            producer_renewals: counter(
+                "emogate_producer_renewals_total",
+                "Producers rebuilt in place after a fatal error (fenced, e.g. by a broker restart)",
             )?,
             paused,
             execution_provider: provider,

@@ -383,3 +383,29 @@ fn etags(moto: &Moto, bucket: &str) -> BTreeMap<String, String> {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+#[test]
+fn files_above_the_multipart_threshold_arrive_whole_and_leave_no_open_upload() {
+    use emogate::archive::{ArchiveLocation, ArchiveSink, ObjectStoreSink, MULTIPART_THRESHOLD, PART_SIZE};
+    let moto = Moto::start();
+    moto.create_bucket("emogate-multipart");
+    let location = ArchiveLocation::parse("s3://emogate-multipart/big").unwrap();
+    let options = s3_config("s3://emogate-multipart/big", &moto.endpoint(), "unused").object_store.0;
+    let sink = ObjectStoreSink::connect(&location, &options).unwrap();
+    let data: Vec<u8> = (0..MULTIPART_THRESHOLD + PART_SIZE + 12_345).map(|i| (i * 7 % 253) as u8).collect();
+    sink.put("dt=2024-01-02/hour=03/t+0+0.parquet", &data).unwrap();
+    let code = format!(
+        "import boto3, hashlib, json; c = boto3.client('s3', endpoint_url='{}', region_name='us-east-1', \
+         aws_access_key_id='{KEY}', aws_secret_access_key='{KEY}'); \
+         body = c.get_object(Bucket='emogate-multipart', Key='big/dt=2024-01-02/hour=03/t+0+0.parquet')['Body'].read(); \
+         print(json.dumps({{'size': len(body), 'sha256': hashlib.sha256(body).hexdigest(), \
+         'open_uploads': len(c.list_multipart_uploads(Bucket='emogate-multipart').get('Uploads', []))}}))",
+        moto.endpoint()
+    );
+    let out = Command::new(common::python()).args(["-c", &code]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    use sha2::Digest;
+    let want = hex::encode(sha2::Sha256::digest(&data));
+    assert_eq!(got, json!({"size": data.len(), "sha256": want, "open_uploads": 0}));
+}

@@ -485,7 +485,8 @@ mod tests {
     #[test]
     fn writer_schemas_load_from_avsc_files_and_bad_ones_name_the_file() {
         let dir = tempfile::tempdir().unwrap();
-        let (v2, _) = crate::codec::resolve_testing::added_field_record(&crate::archive::testing::prediction(1));
+        let (v2, _) =
+            crate::codec::resolve_testing::added_field_record(&crate::archive::testing::prediction(1));
         std::fs::write(dir.path().join("emotion_prediction.v2.avsc"), &v2).unwrap();
         std::fs::write(dir.path().join("README.txt"), "not a schema, not loaded").unwrap();
         assert_eq!(load_writer_schemas(dir.path()).unwrap().len(), 1);

@@ -12,10 +12,11 @@
 //!
 //! Produce and commit are one step because a transaction spans batches. The step owns the
 //! chain's [`OffsetBook`]. A failure that a new attempt may heal is [`StepError::Retry`] (the
-//! processor throws the chain away and re-reads from the first record not completed); a fatal
-//! producer error (fenced by a newer instance with the same `transactional.id`, or the
-//! idempotent producer's fatal state) is [`StepError::Fatal`]: continuing could only
-//! duplicate or reorder output.
+//! processor throws the chain away and re-reads from the first record not completed). A fatal
+//! producer error (fenced, e.g. by a restarted broker, or the idempotent producer's fatal
+//! state) retires the producer ([`ProducerSlot`]) and retries the same way: the next chain
+//! gets a new producer with the same settings and `transactional.id`, so the stage survives a
+//! broker restart in place. Only when renewals exceed their rate is it [`StepError::Fatal`].
 //!
 //! Sending never blocks the polling thread: a full librdkafka queue leaves the rest of the
 //! batch unsent until the next poll, and the step refuses new batches meanwhile.
@@ -35,6 +36,7 @@ use super::error::PipelineError;
 use super::infer_metrics::InferMetrics;
 use super::offsets::OffsetBook;
 use super::processor::InferConsumer;
+use super::producer_slot::ProducerSlot;
 use super::route_step::{now_ms, Routed};
 use super::router::{Output, Route, HEADER_ERROR_DETAIL};
 use super::step::{poll_until, Rejected, Step, StepError};
@@ -66,7 +68,7 @@ fn is_queue_full(e: &KafkaError) -> bool {
 /// The settings of a deliver step (the same for every chain of a stage).
 #[derive(Clone)]
 pub(crate) struct DeliverSettings {
-    pub producer: FutureProducer,
+    pub producer: Arc<ProducerSlot>,
     pub mode: DeliveryMode,
     pub topics: TopicsConfig,
     pub input_topic: String,
@@ -99,6 +101,9 @@ impl Sending {
 
 pub(crate) struct DeliverStep {
     settings: DeliverSettings,
+    /// The stage's producer; `None` while a retired one is being rebuilt (batches are refused
+    /// meanwhile, so every batch held was taken with a producer).
+    producer: Option<FutureProducer>,
     book: OffsetBook,
     batches: VecDeque<Sending>,
     /// Exactly-once: when the open transaction began.
@@ -115,6 +120,7 @@ pub(crate) struct DeliverStep {
 impl DeliverStep {
     pub fn new(settings: DeliverSettings) -> DeliverStep {
         DeliverStep {
+            producer: settings.producer.get(),
             settings,
             book: OffsetBook::new(),
             batches: VecDeque::new(),
@@ -148,6 +154,7 @@ impl DeliverStep {
     /// Hands the unsent outputs of the newest batch to the producer until its queue is full.
     fn send_pending(&mut self) -> Result<(), Failure> {
         let settings = &self.settings;
+        let Some(producer) = &self.producer else { return Ok(()) };
         let Some(batch) = self.batches.back_mut() else { return Ok(()) };
         while batch.sent < batch.outputs.len() {
             let output = &batch.outputs[batch.sent];
@@ -160,7 +167,7 @@ impl DeliverStep {
             if let Some(key) = &output.key {
                 record = record.key(key);
             }
-            match settings.producer.send_result(record) {
+            match producer.send_result(record) {
                 Ok(ack) => {
                     batch.acks.push_back(ack);
                     batch.sent += 1;
@@ -175,11 +182,10 @@ impl DeliverStep {
         Ok(())
     }
 
-    /// A failed delivery retries unless the producer can never deliver again: fenced
-    /// (`ProducerFenced`, which a restarted Tansu also answers to an idempotent producer) or
-    /// holding a librdkafka fatal error. Retrying those would spin forever, so the stage stops
-    /// with the reason and a restarted process (new producer) continues from the committed
-    /// offsets.
+    /// A failed delivery retries; when the producer can never deliver again (fenced:
+    /// `ProducerFenced`, which a restarted Tansu also answers to an idempotent producer, or
+    /// holding a librdkafka fatal error) it is [`Failure::Fatal`], which [`Self::fail`] turns
+    /// into a renewal of the producer and a retry.
     fn delivery_failure(&self, output: Output, e: &KafkaError) -> Failure {
         let reason = format!(
             "delivery to {} for input {}/{} failed: {e}",
@@ -190,7 +196,7 @@ impl DeliverStep {
         if e.rdkafka_error_code() == Some(RDKafkaErrorCode::ProducerFenced) {
             return Failure::Fatal(reason);
         }
-        match self.settings.producer.client().fatal_error() {
+        match self.producer.as_ref().and_then(|p| p.client().fatal_error()) {
             Some((code, fatal)) => {
                 Failure::Fatal(format!("{reason}; fatal producer error {code:?}: {fatal}"))
             }
@@ -271,7 +277,7 @@ impl DeliverStep {
         let metadata = consumer
             .group_metadata()
             .ok_or_else(|| Failure::Retry("consumer has no group metadata yet".into()))?;
-        let producer = &self.settings.producer;
+        let producer = self.producer.as_ref().ok_or_else(|| Failure::Retry("no producer".into()))?;
         producer.send_offsets_to_transaction(&tpl, &metadata, self.settings.timeout).map_err(classify)?;
         producer.commit_transaction(self.settings.timeout).map_err(classify)?;
         tracing::debug!(batches = self.batches.len(), offsets = ?offsets, "transaction committed");
@@ -292,7 +298,11 @@ impl DeliverStep {
         }
         self.settings.metrics.transaction_aborted();
         tracing::warn!(batches = self.batches.len(), "aborting the transaction");
-        self.settings.producer.abort_transaction(self.settings.timeout).map_err(|e| e.to_string())
+        match &self.producer {
+            Some(producer) => producer.abort_transaction(self.settings.timeout).map_err(|e| e.to_string()),
+            // Retired: its successor's init_transactions aborts what it left open.
+            None => Ok(()),
+        }
     }
 
     /// Turns a failure into the step's error, aborting what was open.
@@ -307,9 +317,13 @@ impl DeliverStep {
                 tracing::warn!(%reason, "delivery failed; rewinding");
                 StepError::Retry(reason)
             }
-            Failure::Fatal(reason) => {
-                PipelineError::Fatal(format!("producer failed fatally: {reason}")).into()
-            }
+            Failure::Fatal(reason) => match self.settings.producer.retire(&reason) {
+                Ok(()) => {
+                    self.producer = None;
+                    StepError::Retry(format!("producer failed fatally, rebuilding it: {reason}"))
+                }
+                Err(reason) => PipelineError::Fatal(format!("producer failed fatally: {reason}")).into(),
+            },
         }
     }
 
@@ -379,8 +393,15 @@ impl Step<Routed> for DeliverStep {
         if self.failure.is_some() || full || self.batches.back().is_some_and(|b| !b.is_sent()) {
             return Err(Rejected(routed));
         }
+        if self.producer.is_none() {
+            self.producer = self.settings.producer.get();
+        }
+        let Some(producer) = &self.producer else {
+            // Being rebuilt: backpressure until it is.
+            return Err(Rejected(routed));
+        };
         if self.exactly_once() && self.transaction.is_none() {
-            if let Err(e) = self.settings.producer.begin_transaction() {
+            if let Err(e) = producer.begin_transaction() {
                 // Taken and reported by the next poll, which rewinds (or stops) the chain.
                 self.failure = Some(classify(e));
                 return Ok(());
@@ -414,8 +435,20 @@ impl Step<Routed> for DeliverStep {
 
     fn terminate(&mut self) {
         if let Err(e) = self.abort_transaction() {
-            tracing::error!(error = %e, "aborting the transaction of a terminated chain failed");
-            self.abort_failure = Some(e);
+            // The broker may be away (a restart): retire the producer instead of stopping. Its
+            // successor's init_transactions, with the same transactional.id, aborts the
+            // transaction left open and fences this producer.
+            match self
+                .settings
+                .producer
+                .retire(&format!("aborting the transaction of a terminated chain failed: {e}"))
+            {
+                Ok(()) => self.producer = None,
+                Err(reason) => {
+                    tracing::error!(%reason, "aborting the transaction of a terminated chain failed");
+                    self.abort_failure = Some(reason);
+                }
+            }
         }
         self.batches.clear();
         self.failure = None;

@@ -37,6 +37,8 @@ pub trait InferMetrics: Send + Sync {
     fn transaction_aborted(&self) {}
     /// Work in flight was thrown away and the consumer sought back to re-read it.
     fn rewound(&self) {}
+    /// A producer retired after a fatal error was replaced by a new one.
+    fn producer_renewed(&self) {}
     /// The consumer's assignment was paused (backpressure) or resumed.
     fn paused(&self, _paused: bool) {}
     /// librdkafka's statistics gave a partition's consumer lag.
@@ -113,6 +115,10 @@ impl InferMetrics for ServiceMetrics {
 
     fn rewound(&self) {
         self.metrics.rewinds.inc();
+    }
+
+    fn producer_renewed(&self) {
+        self.metrics.producer_renewals.inc();
     }
 
     fn paused(&self, paused: bool) {

@@ -35,6 +35,7 @@ mod infer_step;
 pub mod kafka;
 pub mod offsets;
 mod processor;
+mod producer_slot;
 mod route_step;
 pub mod router;
 mod step;
@@ -47,6 +48,8 @@ use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::producer::{FutureProducer, Producer};
+
+use producer_slot::ProducerSlot;
 
 use crate::attribute::PerAttribute;
 use crate::codec::{Decision, EmotionPrediction, FeatureDecoder, Framing};
@@ -219,6 +222,13 @@ impl InferStage {
         }
         let metrics: Arc<dyn InferMetrics> =
             Arc::new(ServiceMetrics::new(Arc::clone(&ctx.metrics), Arc::clone(&ctx.health), &topic));
+        let producer_slot = ProducerSlot::new(
+            kafka::producer_config(config),
+            producer,
+            config.delivery.mode == DeliveryMode::ExactlyOnce,
+            config.delivery.commit_timeout(),
+            Arc::clone(&metrics),
+        );
         let output_framing = match config.kafka.output_schema_id {
             Some(schema_id) => Framing::Confluent { schema_id },
             None => Framing::SingleObject,
@@ -233,7 +243,7 @@ impl InferStage {
             max_in_flight: config.batch.max_in_flight,
             router: Router { policy, input_topic: topic.clone(), output_framing },
             deliver: DeliverSettings {
-                producer: producer.clone(),
+                producer: Arc::clone(&producer_slot),
                 mode: config.delivery.mode,
                 topics: config.kafka.topics.clone(),
                 input_topic: topic.clone(),
@@ -286,7 +296,7 @@ impl InferStage {
                     ),
                     Err(e) => tracing::error!(error = %e, "infer stage failed"),
                 }
-                finish(consumer, &producer, exactly_once, outcome.is_err(), &*metrics);
+                finish(consumer, producer_slot.current().as_ref(), exactly_once, outcome.is_err(), &*metrics);
                 // The receiver is gone only if the caller dropped the future; nothing to report then.
                 let _ = done_tx.send(outcome);
             })
@@ -307,15 +317,17 @@ impl InferStage {
 /// what was produced, and leaves the group.
 fn finish(
     consumer: Arc<processor::InferConsumer>,
-    producer: &FutureProducer,
+    producer: Option<&FutureProducer>,
     exactly_once: bool,
     failed: bool,
     metrics: &dyn InferMetrics,
 ) {
-    if exactly_once && failed {
-        let _ = producer.abort_transaction(Duration::from_secs(5));
+    if let Some(producer) = producer {
+        if exactly_once && failed {
+            let _ = producer.abort_transaction(Duration::from_secs(5));
+        }
+        let _ = producer.flush(Duration::from_secs(5));
     }
-    let _ = producer.flush(Duration::from_secs(5));
     consumer.unsubscribe();
     drop(consumer);
     metrics.stopped();
