@@ -14,7 +14,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use archive_support::files;
+use archive_support::{committed_offsets, files, mock_cluster_with};
 use common::archive::{readback, row_keys};
 use common::predictions::{encode, prediction, T0_MS};
 use common::wait::wait_for;
@@ -22,11 +22,9 @@ use emogate::archive::{
     run_archive_stage, ArchiveConfig, ArchiveCounters, ArchiveKafka, ArchiveMetrics, ArchiveSummary, FileKey,
     RollReason, WrittenFile,
 };
-use emogate::testkit::cluster::MockKafka;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::Value;
 
 const TOPICS: [(&str, i32); 2] = [("emotion.accepted", 3), ("emotion.rejected", 2)];
@@ -128,27 +126,7 @@ fn dead_letters(brokers: &str, n: usize) -> Vec<(Vec<u8>, BTreeMap<String, Strin
 
 /// The group's committed offset (`None` if none) and the high watermark of every partition.
 fn offsets(brokers: &str) -> BTreeMap<(String, i32), (Option<i64>, i64)> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", GROUP).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for (topic, n) in TOPICS {
-        for p in 0..n {
-            tpl.add_partition(topic, p);
-        }
-    }
-    let committed = consumer.committed_offsets(tpl, TIMEOUT).unwrap();
-    committed
-        .elements()
-        .iter()
-        .map(|e| {
-            let offset = match e.offset() {
-                Offset::Offset(offset) => Some(offset),
-                _ => None,
-            };
-            let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT).unwrap();
-            ((e.topic().to_string(), e.partition()), (offset, high))
-        })
-        .collect()
+    committed_offsets(brokers, GROUP, &TOPICS, TIMEOUT)
 }
 
 /// Like [`offsets`], but every partition must have a committed offset.
@@ -169,12 +147,7 @@ fn uncommitted(brokers: &str) -> u64 {
 
 #[tokio::test]
 async fn stage_archives_each_record_once_commits_to_the_end_and_resumes() {
-    let kafka = MockKafka::new(1).unwrap();
-    let cluster = kafka.cluster();
-    for (topic, n) in TOPICS {
-        cluster.create_topic(topic, n, 1).unwrap();
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_kafka, brokers) = mock_cluster_with(&TOPICS);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("archive");
 
@@ -266,12 +239,7 @@ impl ArchiveMetrics for Recorder {
 
 #[tokio::test]
 async fn revoked_partitions_are_flushed_before_they_go_and_no_row_is_duplicated() {
-    let kafka = MockKafka::new(1).unwrap();
-    let cluster = kafka.cluster();
-    for (topic, n) in TOPICS {
-        cluster.create_topic(topic, n, 1).unwrap();
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_kafka, brokers) = mock_cluster_with(&TOPICS);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("archive");
     // Neither rows nor age roll during the test: only a revocation or a shutdown writes files.
@@ -386,12 +354,7 @@ impl emogate::archive::ArchiveSink for BreakableSink {
 #[tokio::test]
 async fn a_full_disk_is_retried_in_place_and_nothing_is_committed_until_files_are_stored() {
     use std::sync::atomic::Ordering::SeqCst;
-    let kafka = MockKafka::new(1).unwrap();
-    let cluster = kafka.cluster();
-    for (topic, n) in TOPICS {
-        cluster.create_topic(topic, n, 1).unwrap();
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_kafka, brokers) = mock_cluster_with(&TOPICS);
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("archive");
     produce(&brokers, 0..80, 1, &[]);
@@ -452,12 +415,7 @@ async fn a_full_disk_is_retried_in_place_and_nothing_is_committed_until_files_ar
 
 #[tokio::test]
 async fn a_failure_that_cannot_heal_stops_the_stage_and_commits_nothing() {
-    let kafka = MockKafka::new(1).unwrap();
-    let cluster = kafka.cluster();
-    for (topic, n) in TOPICS {
-        cluster.create_topic(topic, n, 1).unwrap();
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_kafka, brokers) = mock_cluster_with(&TOPICS);
     let tmp = tempfile::tempdir().unwrap();
     produce(&brokers, 0..40, 1, &[]);
     let sink = BreakableSink {

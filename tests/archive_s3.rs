@@ -11,6 +11,7 @@
 //!   the same keys with the same bytes.
 #![cfg(feature = "testkit")]
 
+mod archive_support;
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,14 +20,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use archive_support::{committed_offsets, mock_cluster_with};
 use common::archive::row_keys;
 use common::predictions::{encode, prediction, T0_MS};
 use emogate::archive::{ArchiveConfig, ArchiveCounters, ArchiveKafka, ArchiveStage, ArchiveSummary};
-use emogate::testkit::cluster::MockKafka;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use serde_json::{json, Value};
 
 const KEY: &str = "testing";
@@ -195,24 +194,7 @@ fn produce(brokers: &str, seeds: std::ops::Range<u64>) {
 
 /// Committed offset (`None` if none) and end offset of every output partition for `group`.
 fn offsets(brokers: &str, group: &str) -> BTreeMap<(String, i32), (Option<i64>, i64)> {
-    let consumer: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for (topic, n) in TOPICS {
-        for p in 0..n {
-            tpl.add_partition(topic, p);
-        }
-    }
-    let committed = consumer.committed_offsets(tpl, TIMEOUT).unwrap();
-    committed
-        .elements()
-        .iter()
-        .map(|e| {
-            let offset = if let Offset::Offset(o) = e.offset() { Some(o) } else { None };
-            let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), TIMEOUT).unwrap();
-            ((e.topic().to_string(), e.partition()), (offset, high))
-        })
-        .collect()
+    committed_offsets(brokers, group, &TOPICS, TIMEOUT)
 }
 
 /// Stage settings for `url` through `endpoint` (credentials as options: a test process cannot
@@ -271,12 +253,7 @@ async fn an_s3_outage_mid_stream_is_survived_in_place_without_loss_or_duplicates
     moto.create_bucket("emogate-outage");
     let mut proxy = Proxy::open(free_port(), moto.port).await;
     let endpoint = format!("http://127.0.0.1:{}", proxy.port);
-    let kafka = MockKafka::new(1).unwrap();
-    let cluster = kafka.cluster();
-    for (topic, n) in TOPICS {
-        cluster.create_topic(topic, n, 1).unwrap();
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_kafka, brokers) = mock_cluster_with(&TOPICS);
     let url = "s3://emogate-outage/archive";
     produce(&brokers, 0..120);
     let config = s3_config(url, &endpoint, "archive-outage");
@@ -334,12 +311,7 @@ async fn an_s3_outage_mid_stream_is_survived_in_place_without_loss_or_duplicates
 async fn a_replay_of_uncommitted_offsets_puts_the_same_keys_with_the_same_bytes() {
     let moto = Moto::start();
     moto.create_bucket("emogate-replay");
-    let kafka = MockKafka::new(1).unwrap();
-    let cluster = kafka.cluster();
-    for (topic, n) in TOPICS {
-        cluster.create_topic(topic, n, 1).unwrap();
-    }
-    let brokers = cluster.bootstrap_servers();
+    let (_kafka, brokers) = mock_cluster_with(&TOPICS);
     // 40 records per partition, rolled every 20 rows only (no age roll): file boundaries
     // depend on offsets alone.
     produce(&brokers, 0..120);

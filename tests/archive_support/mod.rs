@@ -5,6 +5,12 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use emogate::testkit::cluster::MockKafka;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 
 use emogate::codec::EmotionPrediction;
 use serde_json::{json, Map, Value};
@@ -81,4 +87,46 @@ pub fn floats_as_f32(value: Value) -> Value {
         Value::Object(map) => Value::Object(map.into_iter().map(|(k, v)| (k, floats_as_f32(v))).collect()),
         other => other,
     }
+}
+
+/// A mock cluster with `topics` (name, partitions) created; keep the cluster alive while its
+/// bootstrap servers (returned) are used.
+pub fn mock_cluster_with(topics: &[(&str, i32)]) -> (MockKafka, String) {
+    let kafka = MockKafka::new(1).unwrap();
+    let brokers = {
+        let cluster = kafka.cluster();
+        for (topic, n) in topics {
+            cluster.create_topic(topic, *n, 1).unwrap();
+        }
+        cluster.bootstrap_servers()
+    };
+    (kafka, brokers)
+}
+
+/// `group`'s committed offset (`None` if none) and the end offset of every partition of
+/// `topics`.
+pub fn committed_offsets(
+    brokers: &str,
+    group: &str,
+    topics: &[(&str, i32)],
+    timeout: Duration,
+) -> BTreeMap<(String, i32), (Option<i64>, i64)> {
+    let consumer: BaseConsumer =
+        ClientConfig::new().set("bootstrap.servers", brokers).set("group.id", group).create().unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for (topic, n) in topics {
+        for p in 0..*n {
+            tpl.add_partition(topic, p);
+        }
+    }
+    let committed = consumer.committed_offsets(tpl, timeout).unwrap();
+    committed
+        .elements()
+        .iter()
+        .map(|e| {
+            let offset = if let Offset::Offset(o) = e.offset() { Some(o) } else { None };
+            let (_, high) = consumer.fetch_watermarks(e.topic(), e.partition(), timeout).unwrap();
+            ((e.topic().to_string(), e.partition()), (offset, high))
+        })
+        .collect()
 }
