@@ -455,3 +455,90 @@ fn sigkill_between_put_and_commit_replays_the_same_keys_with_the_same_bytes() {
         after.len()
     );
 }
+
+/// Resident set size of process `pid` in MiB (`VmRSS`).
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .expect("VmRSS");
+    kib / 1024.0
+}
+
+/// `emogate serve --stage archive` (a child process) through an S3 outage while 20,000 more
+/// records arrive: its partitions pause, so its RSS stays flat instead of growing with the
+/// backlog; after the outage the same process stores every record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rss_stays_flat_through_an_s3_outage_with_a_growing_backlog() {
+    let moto = Moto::start();
+    moto.create_bucket("emogate-rss");
+    let mut proxy = Proxy::open(free_port(), moto.port).await;
+    let (_kafka, brokers) = mock_cluster_with(&TOPICS);
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce(&b, 0..1_200)).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("emogate.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[kafka]\nbrokers = \"{brokers}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+             [archive]\nurl = \"s3://emogate-rss/archive\"\ngroup_id = \"archive-rss\"\nroll_rows = 400\n\
+             roll_age_ms = 2000\nretry_initial_ms = 200\nretry_max_ms = 1000\n\
+             [archive.object_store]\nendpoint = \"http://127.0.0.1:{}\"\nallow_http = \"true\"\n\
+             [telemetry]\nlisten = \"127.0.0.1:{}\"\n",
+            proxy.port,
+            free_port()
+        ),
+    )
+    .unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_emogate"))
+        .args(["serve", "--stage", "archive", "--config", config.to_str().unwrap()])
+        .envs(credentials())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = serve.id();
+    let all_committed =
+        |brokers: &str| offsets(brokers, "archive-rss").values().all(|(c, end)| *c == Some(*end));
+    let started = Instant::now();
+    while !all_committed(&brokers) {
+        assert!(started.elapsed() < TIMEOUT && serve.try_wait().unwrap().is_none(), "warm-up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let warm = rss_mib(pid);
+    proxy.close().await;
+    let b = brokers.clone();
+    tokio::task::spawn_blocking(move || produce(&b, 1_200..21_200)).await.unwrap();
+    let mut peak: f64 = warm;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(serve.try_wait().unwrap().is_none(), "serve exited during the outage");
+        peak = peak.max(rss_mib(pid));
+    }
+    let uncommitted: i64 =
+        offsets(&brokers, "archive-rss").values().map(|(c, end)| end - c.unwrap_or(0)).sum();
+    proxy.reopen().await;
+    let started = Instant::now();
+    while !all_committed(&brokers) {
+        assert!(started.elapsed() < TIMEOUT * 2 && serve.try_wait().unwrap().is_none(), "catching up");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let caught_up = started.elapsed().as_secs_f64();
+    let status = Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(serve.wait().unwrap().success());
+    let keys = row_keys(&moto.readback("s3://emogate-rss/archive"), "pyarrow");
+    println!(
+        "ARCHIVE-S3-OUTAGE-RSS warm_rss_mib={warm:.1} peak_rss_during_outage_mib={peak:.1} \
+         backlog_during_outage={uncommitted} records caught_up_after={caught_up:.1}s rows={} distinct={}",
+        keys.len(),
+        keys.iter().collect::<BTreeSet<_>>().len()
+    );
+    assert_eq!(keys.len(), 21_200);
+    assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), 21_200, "duplicate rows");
+    assert!(uncommitted >= 20_000, "the backlog was not held back during the outage: {uncommitted}");
+    assert!(peak - warm < 24.0, "RSS grew {:.1} MiB during the outage", peak - warm);
+}
