@@ -29,6 +29,15 @@ pub const HEADER_MODEL: &str = "emogate.model";
 pub const HEADER_INPUT: &str = "emogate.input";
 pub const HEADER_ERROR: &str = "emogate.error";
 pub const HEADER_ERROR_DETAIL: &str = "emogate.error.detail";
+/// On a dead letter whose payload was cut to [`MAX_DEAD_LETTER_PAYLOAD`]: the input's size.
+pub const HEADER_TRUNCATED_FROM: &str = "emogate.error.truncated_from";
+
+/// Largest payload a dead letter carries. An input record can be larger than the producer may
+/// send (`message.max.bytes`, 1,000,000 by default, and the broker's limit): a topic configured
+/// for bigger messages would otherwise make its dead letter fail with `MsgSizeTooLarge` on
+/// every retry, stalling the partition for good. Cut payloads keep their first bytes; the full
+/// record stays in the input topic at the `emogate.input` coordinates.
+pub const MAX_DEAD_LETTER_PAYLOAD: usize = 900 * 1024;
 
 /// Where a message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,15 +153,20 @@ impl Router {
     }
 
     fn dead_letter_output(&self, d: &DeadLetter) -> Output {
+        let mut headers = vec![
+            (HEADER_ERROR, d.reason.to_string()),
+            (HEADER_ERROR_DETAIL, d.detail.clone()),
+            (HEADER_INPUT, self.input_ref(d.position)),
+        ];
+        let kept = d.payload.len().min(MAX_DEAD_LETTER_PAYLOAD);
+        if kept < d.payload.len() {
+            headers.push((HEADER_TRUNCATED_FROM, d.payload.len().to_string()));
+        }
         Output {
             route: Route::DeadLetter,
             key: d.key.clone(),
-            payload: d.payload.clone(),
-            headers: vec![
-                (HEADER_ERROR, d.reason.to_string()),
-                (HEADER_ERROR_DETAIL, d.detail.clone()),
-                (HEADER_INPUT, self.input_ref(d.position)),
-            ],
+            payload: d.payload[..kept].to_vec(),
+            headers,
             position: d.position,
             prediction: None,
             reason: Some(d.reason),
@@ -293,5 +307,25 @@ mod tests {
         // A wrong number of predictions is a failure too, never a silent truncation.
         let out = router().route(&b, &b.features, Ok(&[prediction(0.1)]), 0);
         assert_eq!(out.iter().filter(|o| o.reason == Some(REASON_INFERENCE_FAILED)).count(), 2);
+    }
+
+    #[test]
+    fn oversized_dead_letters_are_cut_below_the_producer_limit_and_say_so() {
+        let router = router();
+        let dead = |len: usize| DeadLetter {
+            position: Position { partition: 0, offset: 7 },
+            key: None,
+            payload: vec![0xAB; len],
+            reason: "malformed",
+            detail: "d".into(),
+        };
+        let big = router.dead_letter_output(&dead(3 * 1024 * 1024));
+        assert_eq!(big.payload.len(), MAX_DEAD_LETTER_PAYLOAD);
+        assert!(big.payload.len() < 1_000_000, "below librdkafka's default message.max.bytes");
+        let cut = big.headers.iter().find(|(k, _)| *k == HEADER_TRUNCATED_FROM).map(|(_, v)| v.as_str());
+        assert_eq!(cut, Some("3145728"));
+        let small = router.dead_letter_output(&dead(100));
+        assert_eq!(small.payload.len(), 100);
+        assert!(small.headers.iter().all(|(k, _)| *k != HEADER_TRUNCATED_FROM));
     }
 }
