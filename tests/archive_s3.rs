@@ -394,29 +394,15 @@ fn sigkill_between_put_and_commit_replays_the_same_keys_with_the_same_bytes() {
     let (_kafka, brokers) = mock_cluster_with(&TOPICS);
     produce(&brokers, 0..1200);
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("emogate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{brokers}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
-             [archive]\nurl = \"s3://emogate-kill/archive\"\ngroup_id = \"archive-kill\"\nroll_rows = 5\n\
-             roll_age_ms = 600000\n[archive.object_store]\nendpoint = \"{}\"\nallow_http = \"true\"\n\
-             [telemetry]\nlisten = \"127.0.0.1:{}\"\nlog_format = \"pretty\"\n",
-            moto.endpoint(),
-            free_port()
-        ),
-    )
-    .unwrap();
-    let log = |name: &str| std::fs::File::create(dir.path().join(name)).unwrap();
-    let start = |name: &str| {
-        Command::new(env!("CARGO_BIN_EXE_emogate"))
-            .args(["serve", "--stage", "archive", "--config", config.to_str().unwrap()])
-            .envs(credentials())
-            .stdout(Stdio::null())
-            .stderr(log(name))
-            .spawn()
-            .unwrap()
-    };
+    let config = archive_serve_config(
+        dir.path(),
+        &brokers,
+        "s3://emogate-kill/archive",
+        "archive-kill",
+        "roll_rows = 5\nroll_age_ms = 600000",
+        &moto.endpoint(),
+    );
+    let start = |name: &str| spawn_archive_serve(&config, &dir.path().join(name));
     let log_text = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap_or_default();
     let mut first = start("first.log");
     common::wait::wait_until("the first objects", TIMEOUT, || {
@@ -479,27 +465,15 @@ async fn rss_stays_flat_through_an_s3_outage_with_a_growing_backlog() {
     let b = brokers.clone();
     tokio::task::spawn_blocking(move || produce(&b, 0..1_200)).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("emogate.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[kafka]\nbrokers = \"{brokers}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
-             [archive]\nurl = \"s3://emogate-rss/archive\"\ngroup_id = \"archive-rss\"\nroll_rows = 400\n\
-             roll_age_ms = 2000\nretry_initial_ms = 200\nretry_max_ms = 1000\n\
-             [archive.object_store]\nendpoint = \"http://127.0.0.1:{}\"\nallow_http = \"true\"\n\
-             [telemetry]\nlisten = \"127.0.0.1:{}\"\n",
-            proxy.port,
-            free_port()
-        ),
-    )
-    .unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_emogate"))
-        .args(["serve", "--stage", "archive", "--config", config.to_str().unwrap()])
-        .envs(credentials())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("serve.log")).unwrap())
-        .spawn()
-        .unwrap();
+    let config = archive_serve_config(
+        dir.path(),
+        &brokers,
+        "s3://emogate-rss/archive",
+        "archive-rss",
+        "roll_rows = 400\nroll_age_ms = 2000\nretry_initial_ms = 200\nretry_max_ms = 1000",
+        &format!("http://127.0.0.1:{}", proxy.port),
+    );
+    let mut serve = spawn_archive_serve(&config, &dir.path().join("serve.log"));
     let pid = serve.id();
     let all_committed =
         |brokers: &str| offsets(brokers, "archive-rss").values().all(|(c, end)| *c == Some(*end));
@@ -541,4 +515,37 @@ async fn rss_stays_flat_through_an_s3_outage_with_a_growing_backlog() {
     assert_eq!(keys.iter().collect::<BTreeSet<_>>().len(), 21_200, "duplicate rows");
     assert!(uncommitted >= 20_000, "the backlog was not held back during the outage: {uncommitted}");
     assert!(peak - warm < 24.0, "RSS grew {:.1} MiB during the outage", peak - warm);
+}
+
+/// Writes the config of an archive-only `serve` on the mock cluster `brokers`, archiving to
+/// `url` through `endpoint` in `group`, with the extra `[archive]` lines `archive`.
+fn archive_serve_config(
+    dir: &std::path::Path,
+    brokers: &str,
+    url: &str,
+    group: &str,
+    archive: &str,
+    endpoint: &str,
+) -> std::path::PathBuf {
+    let config = dir.join("emogate.toml");
+    let text = format!(
+        "[kafka]\nbrokers = \"{brokers}\"\n[kafka.properties]\n\"session.timeout.ms\" = \"6000\"\n\
+         [archive]\nurl = \"{url}\"\ngroup_id = \"{group}\"\n{archive}\n\
+         [archive.object_store]\nendpoint = \"{endpoint}\"\nallow_http = \"true\"\n\
+         [telemetry]\nlisten = \"127.0.0.1:{}\"\nlog_format = \"pretty\"\n",
+        free_port()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// `emogate serve --stage archive --config config`, credentials in its environment, stderr to `log`.
+fn spawn_archive_serve(config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_emogate"))
+        .args(["serve", "--stage", "archive", "--config", config.to_str().unwrap()])
+        .envs(credentials())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
 }
