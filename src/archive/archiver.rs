@@ -454,9 +454,13 @@ impl Archiver {
         }
         let result = f(self);
         self.stopped = result.is_err();
-        self.buffered = self.partitions.values().map(|s| s.rows.len()).sum();
-        self.writer.metrics.buffered_rows(self.buffered);
-        self.writer.metrics.paused_partitions(self.pending_files());
+        // One pass for both gauges: this runs after every record.
+        let (buffered, paused) = self.partitions.values().fold((0, 0), |(rows, paused), s| {
+            (rows + s.rows.len(), paused + usize::from(s.pending.is_some()))
+        });
+        self.buffered = buffered;
+        self.writer.metrics.buffered_rows(buffered);
+        self.writer.metrics.paused_partitions(paused);
         result
     }
 
