@@ -35,7 +35,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 TANSU := $(CACHE)/bin/tansu
 export EMOGATE_TANSU ?= $(TANSU)
 
-.PHONY: deps system-deps build demo test test-deploy test-slow test-gpu test-gpu-run bench lint default-model fixture-model evaluate mc-study fuzz clean-cache
+.PHONY: deps system-deps build demo test test-deploy test-slow test-gpu test-gpu-run bench lint default-model fixture-model evaluate mc-study fuzz soak clean-cache
 
 ## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
 ## test references and the Tansu test broker into .cache/
@@ -158,6 +158,20 @@ mc-study: deps
 	cargo run $(TEST_FLAGS) -- synth --out corpora/synth-default
 	$(PY) scripts/mc_grid.py --emogate target/release/emogate --corpus corpora/synth-default \
 		--model models/default --work $(MC_WORK) --out docs/results/mc-study.json --png docs/results/mc-study.png
+
+## soak: the long run of issue 17 (not in `make test`; docs/reliability.md "Soak"): `emogate serve`
+## (one infer and one archive process) against Tansu on 127.0.0.1 (storage in moto S3) for
+## SOAK_MINUTES, input paced at half the end-to-end maximum it measures first, one broker SIGKILL +
+## restart at 1/3 and a 60 s archive-storage outage at 2/3; RSS, lag and p99 latency every 10 s,
+## lost/duplicates read back at the end, into docs/results/soak.{json,csv,png}. Exits non-zero when
+## a criterion fails (lost > 0, RSS slope >= 1 MiB/min, lag not drained, a serve process died).
+SOAK_MINUTES ?= 30
+SOAK_ARGS ?=
+soak: deps
+	$(PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-soak.txt
+	cargo build $(TEST_FLAGS) --bin emogate
+	$(PY) scripts/soak.py --emogate target/release/emogate --minutes $(SOAK_MINUTES) \
+		--out docs/results/soak $(SOAK_ARGS)
 
 ## fixture-model: rebuild the committed random-weight fixture model (deterministic)
 fixture-model: $(PY_STAMP)
