@@ -20,6 +20,10 @@ SLOW_FLAGS := --release --no-default-features --features "$(strip $(FEATURES) tr
 CACHE := $(CURDIR)/.cache
 ORT_DIR := $(CACHE)/onnxruntime/$(ORT_VERSION)
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
+# openSMILE's C API library and configuration files, from the `opensmile` wheel (`featurize`).
+OPENSMILE_VERSION ?= 2.6.0
+OPENSMILE_DIR := $(CACHE)/opensmile/$(OPENSMILE_VERSION)
+OPENSMILE_LIB := $(OPENSMILE_DIR)/libSMILEapi.so
 VENV := $(CACHE)/venv
 PY := $(VENV)/bin/python
 PY_STAMP := $(VENV)/.installed-$(shell cat scripts/requirements-dev.txt | cksum | cut -d' ' -f1)
@@ -28,8 +32,9 @@ export EMOGATE_ORT_VERSION := $(ORT_VERSION)
 export ORT_DISABLE_TELEMETRY := 1
 export EMOGATE_PYTHON := $(PY)
 
-# System packages librdkafka's source build needs (rdkafka `cmake-build` with ssl, sasl, zstd).
-APT_PACKAGES := cmake libcurl4-openssl-dev libssl-dev libsasl2-dev libzstd-dev pkg-config
+# System packages librdkafka's source build needs (rdkafka `cmake-build` with ssl, sasl, zstd),
+# and the speech synthesiser and converter the audio front end's tests make their speech with.
+APT_PACKAGES := cmake libcurl4-openssl-dev libssl-dev libsasl2-dev libzstd-dev pkg-config espeak-ng sox
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Kafka-protocol broker for the real-broker tests (see scripts/install_tansu.py).
 TANSU := $(CACHE)/bin/tansu
@@ -37,9 +42,10 @@ export EMOGATE_TANSU ?= $(TANSU)
 
 .PHONY: deps system-deps build demo test test-deploy test-slow test-gpu test-gpu-run bench lint default-model fixture-model evaluate mc-study fuzz soak clean-cache
 
-## deps: system packages for librdkafka, ONNX Runtime (from the onnxruntime wheel), the Python
-## test references and the Tansu test broker into .cache/
-deps: system-deps $(ORT_LIB) $(PY_STAMP) $(TANSU)
+## deps: system packages for librdkafka (and espeak-ng/sox for the audio tests), ONNX Runtime
+## (from the onnxruntime wheel), openSMILE (from the opensmile wheel), the Python test references
+## and the Tansu test broker into .cache/
+deps: system-deps $(ORT_LIB) $(OPENSMILE_LIB) $(PY_STAMP) $(TANSU)
 
 ## system-deps: apt-get install what librdkafka's cmake build needs, only when missing
 system-deps:
@@ -55,6 +61,10 @@ $(TANSU): scripts/install_tansu.py $(PY_STAMP)
 $(ORT_LIB): scripts/install_ort.py
 	python3 scripts/install_ort.py --version $(ORT_VERSION) --package $(ORT_PACKAGE) \
 		--dest $(ORT_DIR) --wheel-dir $(CACHE)/wheels
+
+$(OPENSMILE_LIB): scripts/install_opensmile.py
+	python3 scripts/install_opensmile.py --version $(OPENSMILE_VERSION) --dest $(OPENSMILE_DIR) \
+		--wheel-dir $(CACHE)/wheels
 
 $(PY_STAMP): scripts/requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)

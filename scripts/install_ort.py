@@ -19,6 +19,25 @@ import tempfile
 import zipfile
 
 
+def download_wheel(package, version, wheel_dir=None):
+    """The path of the `package==version` binary wheel for this platform, downloaded with pip
+    into `wheel_dir` (a temp dir when None) unless it is there already."""
+    wheel_dir = wheel_dir or tempfile.mkdtemp(prefix="emogate-wheel-")
+    os.makedirs(wheel_dir, exist_ok=True)
+    dist = package.replace("-", "_")
+    pattern = os.path.join(wheel_dir, f"{dist}-{version}-*.whl")
+    wheels = glob.glob(pattern)
+    if not wheels:
+        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+               f"{package}=={version}", "-d", wheel_dir]
+        print("+", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
+        wheels = glob.glob(pattern)
+    if not wheels:
+        sys.exit(f"no {package} {version} wheel found in {wheel_dir}")
+    return wheels[0]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", required=True)
@@ -27,18 +46,7 @@ def main():
     ap.add_argument("--wheel-dir", default=None, help="where to keep the downloaded wheel (default: a temp dir)")
     args = ap.parse_args()
 
-    wheel_dir = args.wheel_dir or tempfile.mkdtemp(prefix="emogate-ort-")
-    os.makedirs(wheel_dir, exist_ok=True)
-    dist = args.package.replace("-", "_")
-    wheels = glob.glob(os.path.join(wheel_dir, f"{dist}-{args.version}-*.whl"))
-    if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               f"{args.package}=={args.version}", "-d", wheel_dir]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        wheels = glob.glob(os.path.join(wheel_dir, f"{dist}-{args.version}-*.whl"))
-    if not wheels:
-        sys.exit(f"no {args.package} {args.version} wheel found in {wheel_dir}")
+    wheels = [download_wheel(args.package, args.version, args.wheel_dir)]
 
     wanted = {f"libonnxruntime.so.{args.version}", "libonnxruntime_providers_shared.so"}
     # The GPU wheel also carries the CUDA (and TensorRT) provider libraries.

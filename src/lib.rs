@@ -18,6 +18,7 @@
 //! | [`lifecycle`] | shutdown signal, what a stage gets from the process ([`lifecycle::StageContext`]), running stages together | signals, tasks |
 //! | [`kafka_settings`] | the one librdkafka client-settings builder (defaults < `kafka.properties` < owned) | pure |
 //! | [`pipeline`] | the streaming infer stage: a chain of steps (batch → infer → route → deliver) driven by one processor thread | Kafka |
+//! | [`featurize`] | the audio front end: openSMILE ComParE_2016 functionals from audio files (real `libSMILEapi` at run time), decoding, resampling, resumable corpora | files, FFI |
 //! | [`service`] | the stages as a process runs them: the archive stage from the config, typed [`service::StageError`] / [`service::StageReport`] | Kafka |
 //! | `testkit` | (feature `testkit`) tools apart from the service: mock cluster, synthetic records, load generator, latency, `emogate demo` and `bench` | Kafka, ORT |
 //! | `train` | (feature `train`) synthetic/MSP-style corpora, VAE-ER + STL training in candle, ONNX export, calibration | files |
@@ -40,6 +41,7 @@ pub mod config;
 pub mod durable;
 #[cfg(feature = "train")]
 pub mod eval;
+pub mod featurize;
 pub mod human;
 pub mod kafka_settings;
 pub mod lifecycle;

@@ -7,6 +7,7 @@
 //! one utterance id per row, first column).
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::join_all;
@@ -15,13 +16,25 @@ use rdkafka::util::Timeout;
 
 use super::synthetic::SyntheticFeatures;
 use crate::codec::{encode_feature_record, FeatureRecord, Framing};
+use crate::featurize;
 use crate::pipeline::PipelineError;
 
 /// Where the records come from.
 #[derive(Debug, Clone)]
 pub enum RecordSource {
-    Synthetic { count: usize, dims: usize, seed: u64 },
+    Synthetic {
+        count: usize,
+        dims: usize,
+        seed: u64,
+    },
     Corpus(PathBuf),
+    /// Audio files or folders, featurized with openSMILE on the way (`produce --audio`): the
+    /// upstream producer of DESIGN §1. `opensmile` overrides where the library is looked for.
+    Audio {
+        inputs: Vec<PathBuf>,
+        opensmile: Option<PathBuf>,
+        jobs: usize,
+    },
 }
 
 /// Load generator settings.
@@ -42,6 +55,8 @@ pub struct ProduceOptions {
 pub struct ProduceReport {
     pub records: usize,
     pub seconds: f64,
+    /// Audio files that gave no record, each with its reason (`RecordSource::Audio` only).
+    pub skipped: Vec<String>,
 }
 
 /// Errors reading a corpus (reported through [`PipelineError::Fatal`] with the path).
@@ -174,6 +189,7 @@ fn read_npy_f32(path: &Path) -> Result<(Vec<f32>, usize, usize), PipelineError> 
 /// Sends the records, paced to `rate` when given.
 pub async fn produce(options: &ProduceOptions) -> Result<ProduceReport, PipelineError> {
     let producer = super::cluster::producer(&options.brokers, &options.properties)?;
+    let skipped = Arc::new(Mutex::new(Vec::new()));
     let now_ms = || SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
     let mut records: Box<dyn Iterator<Item = FeatureRecord>> = match &options.source {
         RecordSource::Synthetic { count, dims, seed } => {
@@ -184,6 +200,9 @@ pub async fn produce(options: &ProduceOptions) -> Result<ProduceReport, Pipeline
             r.timestamp_ms = now_ms();
             r
         })),
+        RecordSource::Audio { inputs, opensmile, jobs } => {
+            Box::new(AudioRecords::open(inputs, opensmile.as_deref(), *jobs, skipped.clone())?)
+        }
     };
     let started = Instant::now();
     let chunk = options.rate.map_or(500, |r| (r / 20.0).clamp(1.0, 500.0) as usize);
@@ -218,7 +237,78 @@ pub async fn produce(options: &ProduceOptions) -> Result<ProduceReport, Pipeline
             }
         }
     }
-    Ok(ProduceReport { records: sent, seconds: started.elapsed().as_secs_f64() })
+    let skipped = std::mem::take(&mut *skipped.lock().unwrap_or_else(|p| p.into_inner()));
+    Ok(ProduceReport { records: sent, seconds: started.elapsed().as_secs_f64(), skipped })
+}
+
+/// Feature records made from audio files, featurized a chunk of files at a time (so a large
+/// folder is never held in memory); files that fail are logged and listed in `skipped`.
+struct AudioRecords {
+    extractor: featurize::Extractor,
+    files: std::vec::IntoIter<featurize::AudioFile>,
+    ready: std::collections::VecDeque<FeatureRecord>,
+    jobs: usize,
+    skipped: Arc<Mutex<Vec<String>>>,
+}
+
+impl AudioRecords {
+    fn open(
+        inputs: &[PathBuf],
+        opensmile: Option<&Path>,
+        jobs: usize,
+        skipped: Arc<Mutex<Vec<String>>>,
+    ) -> Result<AudioRecords, PipelineError> {
+        let fatal = |e: featurize::FeaturizeError| PipelineError::Fatal(e.to_string());
+        let extractor =
+            featurize::Extractor::open(&featurize::locate(opensmile).map_err(fatal)?).map_err(fatal)?;
+        let found = featurize::discover(inputs).map_err(fatal)?;
+        for path in &found.ignored {
+            tracing::warn!(path = %path.display(), "not an audio file name; ignored");
+        }
+        let jobs = jobs.max(1);
+        Ok(AudioRecords {
+            extractor,
+            files: found.files.into_iter(),
+            ready: Default::default(),
+            jobs,
+            skipped,
+        })
+    }
+
+    fn refill(&mut self) {
+        let chunk: Vec<_> = self.files.by_ref().take(16 * self.jobs).collect();
+        let (ready, skipped) = (&mut self.ready, &self.skipped);
+        let _ = featurize::featurize_files(&self.extractor, &chunk, self.jobs, |outcome| -> Result<(), ()> {
+            match outcome {
+                featurize::FileOutcome::Done { file, features, .. } => ready.push_back(FeatureRecord {
+                    utterance_id: file.utterance_id,
+                    speaker_id: None,
+                    source: Some(file.path.display().to_string()),
+                    timestamp_ms: SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64),
+                    feature_set: featurize::feature_set_label(),
+                    features,
+                }),
+                featurize::FileOutcome::Failed { error, .. } => {
+                    tracing::warn!(%error, reason = error.problem.reason(), "audio file skipped");
+                    skipped.lock().unwrap_or_else(|p| p.into_inner()).push(error.to_string());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+impl Iterator for AudioRecords {
+    type Item = FeatureRecord;
+
+    fn next(&mut self) -> Option<FeatureRecord> {
+        while self.ready.is_empty() && self.files.len() > 0 {
+            self.refill();
+        }
+        self.ready.pop_front()
+    }
 }
 
 #[cfg(test)]

@@ -27,6 +27,8 @@ enum Command {
     /// Measures inference throughput and prints one JSON object (DESIGN §3).
     #[cfg(feature = "testkit")]
     Bench(cmd::bench::BenchArgs),
+    /// Computes openSMILE ComParE_2016 features from audio files into a training corpus.
+    Featurize(cmd::featurize::FeaturizeArgs),
     /// Writes a synthetic corpus with per-annotator votes (feature `train`).
     #[cfg(feature = "train")]
     Synth(cmd::synth::SynthArgs),
@@ -50,6 +52,7 @@ fn main() -> Result<()> {
         Command::Produce(args) => cmd::produce::run(args),
         #[cfg(feature = "testkit")]
         Command::Bench(args) => cmd::bench::run(args),
+        Command::Featurize(args) => cmd::featurize::run(args),
         #[cfg(feature = "train")]
         Command::Synth(args) => cmd::synth::run(args),
         #[cfg(feature = "train")]

@@ -8,6 +8,7 @@ pub mod calibrate;
 pub mod demo;
 #[cfg(feature = "train")]
 pub mod evaluate;
+pub mod featurize;
 #[cfg(feature = "testkit")]
 pub mod produce;
 pub mod serve;
@@ -19,7 +20,6 @@ pub mod train;
 use anyhow::{Context, Result};
 
 /// Pretty logs to stderr at `level` (`RUST_LOG` wins), for the commands other than `serve`.
-#[cfg(any(feature = "testkit", feature = "train"))]
 fn init_tracing(level: &str) -> Result<()> {
     Ok(emogate::telemetry::init_tracing(emogate::config::LogFormat::Pretty, level)?)
 }
