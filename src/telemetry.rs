@@ -484,6 +484,8 @@ pub struct Health {
     /// Set while the archive's storage fails (`archive.unhealthy_after_failures` consecutive
     /// failed writes, until one succeeds).
     pub archive_storage_failing: AtomicBool,
+    /// The last SASL/TLS failure librdkafka reported, until partitions are assigned again.
+    authentication_failure: std::sync::Mutex<Option<String>>,
 }
 
 impl Health {
@@ -499,9 +501,20 @@ impl Health {
         self.assigned_partitions.store(1, Ordering::Relaxed);
     }
 
+    /// Records (or, with `None`, clears) a Kafka authentication or TLS failure.
+    pub fn set_authentication_failure(&self, detail: Option<&str>) {
+        *self.authentication_failure.lock().unwrap_or_else(|p| p.into_inner()) = detail.map(str::to_owned);
+    }
+
     /// `Ok` when ready, otherwise what is missing.
     pub fn readiness(&self) -> Result<(), String> {
         let mut missing = Vec::new();
+        let auth = self.authentication_failure.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let auth = auth.map(|d| {
+            format!(
+                "kafka authentication failing ({d}; check security.protocol, sasl.* and ssl.* in kafka.properties)"
+            )
+        });
         if !self.model_loaded.load(Ordering::Relaxed) {
             missing.push("model not loaded");
         }
@@ -514,6 +527,9 @@ impl Health {
         if self.archive_storage_failing.load(Ordering::Relaxed) {
             missing
                 .push("archive storage failing (writes are retried; see emogate_archive_write_errors_total)");
+        }
+        if let Some(auth) = &auth {
+            missing.push(auth);
         }
         if missing.is_empty() {
             Ok(())
@@ -679,6 +695,11 @@ mod tests {
         h.model_loaded.store(true, Ordering::Relaxed);
         h.broker_reachable.store(true, Ordering::Relaxed);
         h.assigned_partitions.store(2, Ordering::Relaxed);
+        assert!(h.readiness().is_ok());
+        h.set_authentication_failure(Some("SASL PLAIN mechanism handshake failed"));
+        let msg = h.readiness().unwrap_err();
+        assert!(msg.contains("kafka authentication failing (SASL PLAIN") && msg.contains("sasl.*"), "{msg}");
+        h.set_authentication_failure(None);
         assert!(h.readiness().is_ok());
     }
 }

@@ -49,6 +49,8 @@ pub trait InferMetrics: Send + Sync {
     fn partitions_revoked(&self, _partitions: &[i32]) {}
     /// librdkafka reported every broker down.
     fn brokers_down(&self) {}
+    /// A connection failed authentication or its TLS handshake (`detail`: librdkafka's reason).
+    fn authentication_failed(&self, _detail: &str) {}
     /// The stage stopped consuming (it owns no partitions any more).
     fn stopped(&self) {}
 }
@@ -132,6 +134,7 @@ impl InferMetrics for ServiceMetrics {
     fn partitions_assigned(&self, partitions: &[i32]) {
         self.health.assigned_partitions.fetch_add(partitions.len() as i64, Ordering::Relaxed);
         self.health.broker_reachable.store(true, Ordering::Relaxed);
+        self.health.set_authentication_failure(None);
     }
 
     fn partitions_revoked(&self, partitions: &[i32]) {
@@ -143,6 +146,10 @@ impl InferMetrics for ServiceMetrics {
 
     fn brokers_down(&self) {
         self.health.broker_reachable.store(false, Ordering::Relaxed);
+    }
+
+    fn authentication_failed(&self, detail: &str) {
+        self.health.set_authentication_failure(Some(detail));
     }
 
     fn stopped(&self) {

@@ -236,8 +236,17 @@ impl ClientContext for InferContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
-            self.metrics.brokers_down();
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::AllBrokersDown) => self.metrics.brokers_down(),
+            // A SASL/TLS misconfiguration never heals by retrying: say so on /readyz, not only
+            // in librdkafka's log lines (cleared once partitions are assigned).
+            Some(
+                RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+                | RDKafkaErrorCode::UnsupportedSASLMechanism,
+            ) => self.metrics.authentication_failed(reason),
+            _ => {}
         }
         tracing::error!(error = %error, reason, "kafka client error");
     }
