@@ -170,17 +170,22 @@ mc-study: deps
 		--model models/default --work $(MC_WORK) --out docs/results/mc-study.json --png docs/results/mc-study.png
 
 ## soak: the long run of issue 17 (not in `make test`; docs/reliability.md "Soak"): `emogate serve`
-## (one infer and one archive process) against Tansu on 127.0.0.1 (storage in moto S3) for
-## SOAK_MINUTES, input paced at half the end-to-end maximum it measures first, one broker SIGKILL +
-## restart at 1/3 and a 60 s archive-storage outage at 2/3; RSS, lag and p99 latency every 10 s,
-## lost/duplicates read back at the end, into docs/results/soak.{json,csv,png}. Exits non-zero when
-## a criterion fails (lost > 0, RSS slope >= 1 MiB/min, lag not drained, a serve process died).
+## (one infer and one archive process, at-least-once) against Tansu on 127.0.0.1 with its SQLite
+## storage for SOAK_MINUTES, input paced at half the end-to-end maximum it measures first, one broker
+## SIGKILL + restart at 1/3 and a 60 s archive-storage outage at 2/3; RSS, lag and p99 latency every
+## 10 s, lost/duplicates read back at the end, into docs/results/soak.{json,csv,png}. Exits non-zero
+## when a criterion fails (lost > 0, RSS slope >= 1 MiB/min, lag not drained, a serve process died).
+## Its broker is Tansu 0.6 built from crates.io with the `libsql` feature (the wheel's build has only
+## memory:// and s3://; the first `make soak` compiles it, ~20 min on 2 cores).
 SOAK_MINUTES ?= 30
 SOAK_ARGS ?=
-soak: deps
+TANSU_SQLITE := $(CACHE)/tansu-libsql/bin/tansu
+$(TANSU_SQLITE):
+	cargo install tansu --version 0.6.0 --locked --features libsql --root $(CACHE)/tansu-libsql
+soak: deps $(TANSU_SQLITE)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r scripts/requirements-soak.txt
 	cargo build $(TEST_FLAGS) --bin emogate
-	$(PY) scripts/soak.py --emogate target/release/emogate --minutes $(SOAK_MINUTES) \
+	$(PY) scripts/soak.py --emogate target/release/emogate --tansu $(TANSU_SQLITE) --minutes $(SOAK_MINUTES) \
 		--out docs/results/soak $(SOAK_ARGS)
 
 ## fixture-model: rebuild the committed random-weight fixture model (deterministic)
