@@ -33,8 +33,8 @@ export ORT_DISABLE_TELEMETRY := 1
 export EMOGATE_PYTHON := $(PY)
 
 # System packages librdkafka's source build needs (rdkafka `cmake-build` with ssl, sasl, zstd),
-# and the speech synthesiser and converter the audio front end's tests make their speech with.
-APT_PACKAGES := cmake libcurl4-openssl-dev libssl-dev libsasl2-dev libzstd-dev pkg-config espeak-ng sox
+# and the speech synthesiser, converter and MP3 encoder the audio front end's tests use.
+APT_PACKAGES := cmake libcurl4-openssl-dev libssl-dev libsasl2-dev libzstd-dev pkg-config espeak-ng sox lame
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 # Kafka-protocol broker for the real-broker tests (see scripts/install_tansu.py).
 TANSU := $(CACHE)/bin/tansu

@@ -6,7 +6,7 @@
 //!   feature for feature within 1e-4 relative; bad files in the same folder are reported with
 //!   their reasons and skipped; a second run resumes (does nothing); one thread and several
 //!   give the same bytes.
-//! * FLAC gives what WAV gives; other rates and stereo are resampled and mixed down.
+//! * FLAC gives what WAV gives, MP3 decodes; other rates and stereo are resampled and mixed down.
 //! * Audio to decisions: `emogate produce --audio` into the mock cluster, the infer stage with
 //!   `models/default`, one prediction per good file, keyed by its file name.
 #![cfg(feature = "testkit")]
@@ -109,6 +109,16 @@ fn corpus_rows(dir: &Path) -> Vec<(String, Vec<f32>)> {
         .collect();
     assert_eq!(ids.len(), m.rows);
     ids.into_iter().zip(m.data.chunks(m.cols).map(<[f32]>::to_vec)).collect()
+}
+
+/// The audio duration the journal recorded for `id`.
+fn report_seconds(corpus: &Path, id: &str) -> f64 {
+    let ids = std::fs::read_to_string(corpus.join(".featurize/ids.tsv")).unwrap();
+    let line = ids
+        .lines()
+        .find(|l| l.ends_with(&format!("\t{id}")))
+        .unwrap_or_else(|| panic!("{id} not in the journal"));
+    line.split('\t').next().unwrap().parse().unwrap()
 }
 
 fn python_reference(files: &[PathBuf], resample: bool, out: &Path) -> Value {
@@ -224,6 +234,7 @@ fn flac_equals_wav_and_other_rates_are_resampled_and_mixed_down() {
     run("sox", &[s(&speech[0]), s(&other.join("s0.flac"))]);
     run("sox", &[s(&speech[0]), "-r", "44100", "-c", "2", s(&other.join("s0_44k_stereo.wav"))]);
     run("sox", &[s(&speech[1]), "-r", "22050", s(&other.join("s1_22k.wav"))]);
+    run("lame", &["--quiet", "-b", "128", s(&speech[1]), s(&other.join("s1.mp3"))]);
 
     let wav = corpus_rows(&{
         let out = work.path().join("wav");
@@ -232,10 +243,16 @@ fn flac_equals_wav_and_other_rates_are_resampled_and_mixed_down() {
     });
     let out = work.path().join("other-corpus");
     let report = featurize(&other, &out, &[]);
-    assert_eq!(report["featurized_now"], 3, "{report:#}");
+    assert_eq!(report["featurized_now"], 4, "{report:#}");
     let rows = corpus_rows(&out);
     let row = |id: &str| &rows.iter().find(|(i, _)| i == id).unwrap().1;
     assert_eq!(row("s0.flac"), &wav[0].1, "FLAC decodes to the same samples as WAV");
+    // MP3 is lossy and the encoder pads: it decodes to the utterance's length (within the
+    // padding) and a vector, not to the WAV's numbers.
+    assert!(row("s1.mp3").iter().all(|v| v.is_finite()));
+    let wav_seconds = report_seconds(&work.path().join("wav"), "s1.wav");
+    let mp3_seconds = report_seconds(&out, "s1.mp3");
+    assert!((mp3_seconds - wav_seconds).abs() < 0.2, "mp3 {mp3_seconds} s, wav {wav_seconds} s");
 
     // Resampled files against Python with resample=True (audresample, another resampler): the
     // vectors agree closely but not bit for bit (measured here: median relative difference
