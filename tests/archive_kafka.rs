@@ -37,7 +37,12 @@ const WAIT: Duration = Duration::from_secs(30);
 /// `extra` payloads to `emotion.rejected`/0; waits for delivery. Prediction `seed` is processed
 /// at `T0_MS + seed × spacing_ms`.
 fn produce(brokers: &str, seeds: std::ops::Range<u64>, spacing_ms: i64, extra: &[&[u8]]) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers).create().unwrap();
+    // Large enough for the oversized stray record below (librdkafka's default is 1,000,000).
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("message.max.bytes", "2000000")
+        .create()
+        .unwrap();
     let targets: Vec<(&str, i32)> = TOPICS.iter().flat_map(|&(t, n)| (0..n).map(move |p| (t, p))).collect();
     for seed in seeds {
         let (topic, partition) = targets[seed as usize % targets.len()];
@@ -151,15 +156,21 @@ async fn stage_archives_each_record_once_commits_to_the_end_and_resumes() {
     let tmp = tempfile::tempdir().unwrap();
     let root = tmp.path().join("archive");
 
-    // Run 1: 400 predictions and one record that is not a prediction.
+    // Run 1: 400 predictions and two records that are not predictions, one of them larger than
+    // a producer may send by default (its dead letter is cut, or it would never be stored).
     let n = 400;
+    let huge = vec![0x5Au8; 1_200_000];
     // 40 s between records from 22:13:20: hours change inside the run.
-    produce(&brokers, 0..n, 40_000, &[b"not avro at all"]);
-    let (summary, took) = archive_until(&brokers, &root, n, 1).await;
+    produce(&brokers, 0..n, 40_000, &[b"not avro at all", &huge]);
+    let (summary, took) = archive_until(&brokers, &root, n, 2).await;
     eprintln!("run 1: {summary:?} in {took:?}");
-    assert_eq!((summary.rows, summary.dead_lettered), (n, 1));
-    let dead = dead_letters(&brokers, 1);
+    assert_eq!((summary.rows, summary.dead_lettered), (n, 2));
+    let mut dead = dead_letters(&brokers, 2);
+    dead.sort_by_key(|(payload, _)| payload.len());
+    assert_eq!(dead[1].0.len(), emogate::pipeline::router::MAX_DEAD_LETTER_PAYLOAD);
+    assert_eq!(dead[1].1.get("emogate.error.truncated_from").map(String::as_str), Some("1200000"));
     assert_eq!(dead[0].0, b"not avro at all".to_vec(), "the payload is kept as it was");
+    assert!(!dead[0].1.contains_key("emogate.error.truncated_from"));
     let input = dead[0].1.get("emogate.input").cloned().unwrap_or_default();
     assert!(input.starts_with("emotion.rejected/0/"), "emogate.input header {input:?}");
     assert!(dead[0].1.contains_key("emogate.error") && dead[0].1.contains_key("emogate.error.detail"));

@@ -21,7 +21,9 @@ use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, Prod
 use rdkafka::ClientContext;
 
 use crate::kafka_settings::ClientSettings;
-use crate::pipeline::router::{HEADER_ERROR, HEADER_ERROR_DETAIL, HEADER_INPUT};
+use crate::pipeline::router::{
+    dead_letter_payload, HEADER_ERROR, HEADER_ERROR_DETAIL, HEADER_INPUT, HEADER_TRUNCATED_FROM,
+};
 
 /// How long one dead letter may take to be acknowledged (librdkafka retries within it).
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,7 +39,9 @@ pub struct UndecodableRecord<'a> {
     pub offset: i64,
     /// Its key, copied to the dead letter.
     pub key: Option<&'a [u8]>,
-    /// Its payload (`None`: a tombstone), copied unchanged.
+    /// Its payload (`None`: a tombstone), copied unchanged up to
+    /// [`crate::pipeline::router::MAX_DEAD_LETTER_PAYLOAD`] (then cut, with the full size in
+    /// `emogate.error.truncated_from`: a letter over the producer's limit would never be stored).
     pub payload: Option<&'a [u8]>,
     /// Stable reason code (`empty_payload` or the codec's).
     pub reason: &'static str,
@@ -99,17 +103,27 @@ impl KafkaDeadLetters {
 impl ArchiveDeadLetters for KafkaDeadLetters {
     fn send(&self, record: &UndecodableRecord<'_>) -> Result<(), DeadLetterError> {
         let input = format!("{}/{}/{}", record.topic, record.partition, record.offset);
-        let headers = OwnedHeaders::new()
+        let (payload, cut_from) = match record.payload {
+            Some(p) => {
+                let (kept, cut_from) = dead_letter_payload(p);
+                (Some(kept), cut_from.map(|n| n.to_string()))
+            }
+            None => (None, None),
+        };
+        let mut headers = OwnedHeaders::new()
             .insert(Header { key: HEADER_ERROR, value: Some(record.reason) })
             .insert(Header { key: HEADER_ERROR_DETAIL, value: Some(record.detail) })
             .insert(Header { key: HEADER_INPUT, value: Some(&input) });
+        if let Some(size) = &cut_from {
+            headers = headers.insert(Header { key: HEADER_TRUNCATED_FROM, value: Some(size) });
+        }
         let (tx, rx) = mpsc::sync_channel(1);
         let mut message: BaseRecord<'_, [u8], [u8], _> =
             BaseRecord::with_opaque_to(&self.topic, Box::new(tx)).headers(headers);
         if let Some(key) = record.key {
             message = message.key(key);
         }
-        if let Some(payload) = record.payload {
+        if let Some(payload) = payload {
             message = message.payload(payload);
         }
         let what = || format!("{input} to {}", self.topic);

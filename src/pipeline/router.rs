@@ -39,6 +39,17 @@ pub const HEADER_TRUNCATED_FROM: &str = "emogate.error.truncated_from";
 /// record stays in the input topic at the `emogate.input` coordinates.
 pub const MAX_DEAD_LETTER_PAYLOAD: usize = 900 * 1024;
 
+/// What a dead letter of `payload` carries: all of it, or its first [`MAX_DEAD_LETTER_PAYLOAD`]
+/// bytes and the full size (for [`HEADER_TRUNCATED_FROM`]). Shared by the infer stage's and the
+/// archive's dead-letter topics, so neither stalls on a record it may not produce whole.
+pub fn dead_letter_payload(payload: &[u8]) -> (&[u8], Option<usize>) {
+    if payload.len() > MAX_DEAD_LETTER_PAYLOAD {
+        (&payload[..MAX_DEAD_LETTER_PAYLOAD], Some(payload.len()))
+    } else {
+        (payload, None)
+    }
+}
+
 /// Where a message goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -158,14 +169,14 @@ impl Router {
             (HEADER_ERROR_DETAIL, d.detail.clone()),
             (HEADER_INPUT, self.input_ref(d.position)),
         ];
-        let kept = d.payload.len().min(MAX_DEAD_LETTER_PAYLOAD);
-        if kept < d.payload.len() {
-            headers.push((HEADER_TRUNCATED_FROM, d.payload.len().to_string()));
+        let (kept, cut_from) = dead_letter_payload(&d.payload);
+        if let Some(size) = cut_from {
+            headers.push((HEADER_TRUNCATED_FROM, size.to_string()));
         }
         Output {
             route: Route::DeadLetter,
             key: d.key.clone(),
-            payload: d.payload[..kept].to_vec(),
+            payload: kept.to_vec(),
             headers,
             position: d.position,
             prediction: None,
