@@ -446,6 +446,7 @@ fn train_mcd(
         patience: cfg.patience,
         shuffle: &mut shuffle,
         pb,
+        plateau: None,
     };
     let (_, _, best) = run_epochs(
         lp,

@@ -56,6 +56,11 @@ pub struct TrainArgs {
     /// after saving its checkpoint (default 0.1; 0 with --quick)
     #[arg(long)]
     pub min_head_ccc: Option<f64>,
+    /// A head still below that floor after --joint-epochs trains on, one epoch at a time, for
+    /// up to this many more until its selected epoch clears it (a plateau, docs/model-card.md);
+    /// 0 refuses at once (default 12)
+    #[arg(long)]
+    pub plateau_epochs: Option<usize>,
     #[command(flatten)]
     pub epochs: EpochArgs,
     #[arg(long)]
@@ -104,6 +109,7 @@ impl From<TrainArgs> for TrainOptions {
             mc_reference_samples: args.mc_reference_samples,
             mc_reference_seed: args.mc_reference_seed,
             min_head_ccc: args.min_head_ccc,
+            plateau_epochs: args.plateau_epochs,
             epochs: args.epochs.into(),
             batch: args.batch,
             alpha: args.alpha,
