@@ -1404,6 +1404,7 @@ def main():
     print("soak " + ("PASSED" if c["passed"] else "FAILED: " + "; ".join(c["failures"])))
     if own_work and not args.keep:
         shutil.rmtree(os.path.join(args.work, "s3"), ignore_errors=True)
+        shutil.rmtree(os.path.join(args.work, "broker"), ignore_errors=True)
         shutil.rmtree(os.path.join(args.work, "archive-volume"), ignore_errors=True)
         shutil.rmtree(os.path.join(args.work, "cal-archive"), ignore_errors=True)
         print(f"logs kept in {args.work}")
