@@ -10,7 +10,7 @@
 //! Instances on different threads run fully in parallel, initialisation included, as the Python
 //! package runs them with `num_workers > 1` (audinterface's thread pool). Measured before this
 //! was decided (2026-12-04, 120 files, 2 cores): a lock around `smile_initialize`/`smile_free`
-//! cost 4–9 % at 2 threads (initialisation is ~24 ms of a 63 ms file), and 360 unlocked
+//! cost 3.5–9 % at 2 threads (2.46 vs 2.55 s and 2.66 vs 2.92 s on 120 files) (initialisation is ~24 ms of a 63 ms file), and 360 unlocked
 //! initialisations on 8 threads gave byte-identical vectors; `tests/featurize_audio.rs` compares
 //! 1 and 2 threads byte for byte on every `make test`.
 
